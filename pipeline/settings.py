@@ -1,0 +1,88 @@
+"""Studio settings from `config.yml` (data root, model folders, hub mirror, device)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vits.errors import KoeError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config.yml"
+
+
+@dataclass
+class Settings:
+    """Resolved settings; every path is absolute."""
+
+    root: Path
+    data_root: Path
+    device: str = "auto"
+    hub_endpoint: str = ""
+    models_dir: Path = field(default_factory=Path)
+    bert: dict[str, Path] = field(default_factory=dict)
+    wavlm: Path = field(default_factory=Path)
+    whisper_model: str = "medium"
+    whisper_root: Path = field(default_factory=Path)
+    base_model_repo: str = ""
+    base_model_folder: Path = field(default_factory=Path)
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+    def voice_dir(self, voice: str) -> Path:
+        """The folder of voice `voice`, refusing names that would escape the data root."""
+        if not voice or voice in {".", ".."} or any(c in voice for c in "/\\\0") or voice.startswith("."):
+            raise KoeError(f"invalid voice name {voice!r}",
+                           fix="use letters, digits, '-', '_' (no slashes, not starting with '.')")
+        return self.data_root / voice
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Read config.yml (default: the repo's, or $KOE_CONFIG). Missing keys take defaults."""
+    path = Path(path or os.environ.get("KOE_CONFIG") or DEFAULT_CONFIG)
+    raw: dict = {}
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise KoeError(f"config.yml is not valid YAML ({exc})", where=where, fix="fix the YAML syntax") from None
+    base = path.parent.resolve()
+
+    def p(value, default):
+        value = Path(value or default).expanduser()
+        return value if value.is_absolute() else (base / value).resolve()
+
+    bert = raw.get("bert") or {}
+    hub = raw.get("hub") or {}
+    whisper = raw.get("whisper") or {}
+    base_model = raw.get("base_model") or {}
+    server = raw.get("server") or {}
+    return Settings(
+        root=base,
+        data_root=p(os.environ.get("KOE_DATA_ROOT") or raw.get("data_root"), "Data"),
+        device=str(raw.get("device", "auto")),
+        hub_endpoint=str(hub.get("endpoint") or os.environ.get("HF_ENDPOINT", "")),
+        models_dir=p(raw.get("models_dir"), "models"),
+        bert={lang: p(bert.get(lang), f"models/bert/{name}") for lang, name in (
+            ("ZH", "chinese-roberta-wwm-ext-large"), ("JP", "deberta-v2-large-japanese-char-wwm"),
+            ("EN", "deberta-v3-large"))},
+        wavlm=p(raw.get("wavlm"), "models/slm/wavlm-base-plus"),
+        whisper_model=str(whisper.get("model", "medium")),
+        whisper_root=p(whisper.get("download_root"), "models/whisper"),
+        base_model_repo=str(base_model.get("repo", "Stardust_minus/Bert-VITS2")),
+        base_model_folder=p(base_model.get("folder"), "models/base/bert-vits2-2.3"),
+        host=str(server.get("host", "127.0.0.1")),
+        port=int(server.get("port", 7860)),
+    )
