@@ -63,8 +63,9 @@ hash=$(cat requirements*.txt | sha256sum | cut -c1-16)
 if [[ ! -f $stamp || $(cat "$stamp") != "$hash" ]]; then
   say "installing Python packages from $REQ"
   $VPY -m pip install -q -r "$REQ"
-  # openai-whisper without its triton dependency (~1 GB, GPU-only); its other needs are in requirements.
-  $VPY -m pip install -q --no-deps "openai-whisper>=20240930"
+  # openai-whisper without triton (~1 GB, GPU-only) and g2p-en without nltk (we run its bundled
+  # model ourselves): their other needs are in requirements.
+  $VPY -m pip install -q --no-deps "openai-whisper>=20240930" "g2p-en>=2.1.0"
   echo "$hash" > "$stamp"
 fi
 say "ready: $($VPY -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
