@@ -1,0 +1,189 @@
+"""Run the dataset chain on one voice: ingest -> slice -> transcribe -> resample -> text -> features -> report.
+
+    python -m pipeline.prepare Data/<voice> --source recordings.zip --language zh
+    python -m pipeline.prepare Data/<voice> --stages transcribe,text --whisper-model large-v3
+
+Each stage runs as `python -m pipeline.<stage>` in a subprocess (or in this process with --in-process);
+the chain stops at the first failed stage and says which and why. Every stage skips finished work, so
+running the chain again continues where it stopped. Also holds the small helpers the stage CLIs share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vits.errors import KoeError
+from vits.progress import ProgressMeter, format_progress
+
+STAGES = ("ingest", "slice", "transcribe", "resample", "text", "features", "report")
+
+
+# ---- helpers shared by the stage CLIs -------------------------------------------------------------
+
+def voice_path(arg: str, must_exist: bool = True) -> Path:
+    """A voice given as a folder path (Data/<voice>) or as a bare name under the configured data root."""
+    p = Path(arg)
+    if not (p.exists() or "/" in arg or os.sep in arg):
+        from pipeline.settings import load_settings
+
+        p = load_settings().voice_dir(arg)
+    if must_exist and not p.is_dir():
+        raise KoeError("voice folder not found", where=str(p), fix="check the path, or ingest recordings first")
+    return p
+
+
+def progress_printer(stage: str) -> Callable[[int, int | None, str], None]:
+    """A progress callback printing one KOE_PROGRESS line per update (flushed, the studio reads them live)."""
+    meter: list[ProgressMeter] = []
+
+    def report(done: int, total: int | None, item: str = "") -> None:
+        if not meter:
+            meter.append(ProgressMeter(stage, total=total, start=done))
+        meter[0].total = total
+        print(meter[0].update(done, **({"item": item} if item else {})), flush=True)
+
+    return report
+
+
+def finish(stage: str, message: str, **fields) -> None:
+    """Print the stage's closing progress line."""
+    print(format_progress(stage, message=message, **fields), flush=True)
+
+
+def warn(text: str) -> None:
+    print(f"WARNING: {text}", file=sys.stderr, flush=True)
+
+
+def run_cli(stage: str, body: Callable[[], int]) -> int:
+    """Run a stage body: KoeError -> message on stderr + exit 1; Ctrl-C -> 130."""
+    try:
+        return body()
+    except KoeError as exc:
+        print(f"ERROR ({stage}): {exc}", file=sys.stderr, flush=True)
+        print(format_progress(stage, message=f"failed: {exc}"), flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted; run it again to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+def limit_threads() -> None:
+    """Keep torch's CPU threads modest (stages run beside training and the studio) without importing torch."""
+    n = str(max(1, min(4, os.cpu_count() or 1)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, n)
+
+
+# ---- the chain -----------------------------------------------------------------------------------
+
+def stage_args(stage: str, voice: str, a: argparse.Namespace) -> list[str] | None:
+    """Command-line arguments for one stage from prepare's options; None means skip the stage."""
+    if stage == "ingest":
+        if not a.source:
+            return None
+        return [a.source, voice] + (["--speaker", a.speaker] if a.speaker else [])
+    args = [voice]
+    if stage == "slice":
+        args += ["--min", str(a.min), "--max", str(a.max), "--workers", str(a.workers)]
+    elif stage == "transcribe":
+        args += ["--language", a.language, "--beam-size", str(a.beam_size)]
+        if a.whisper_model:
+            args += ["--model", a.whisper_model]
+        if a.prompt:
+            args += ["--prompt", a.prompt]
+        if a.device:
+            args += ["--device", a.device]
+    elif stage == "resample":
+        args += ["--workers", str(a.workers)]
+        if a.loudness is not None:
+            args += ["--loudness", str(a.loudness)]
+        if a.trim:
+            args += ["--trim"]
+    elif stage == "text" and a.batch_size:
+        args += ["--batch-size", str(a.batch_size)]
+    elif stage == "features" and a.device:
+        args += ["--device", a.device]
+    return args
+
+
+def run_stage(stage: str, args: list[str], in_process: bool) -> int:
+    """Run `pipeline.<stage>` with args; returns its exit code."""
+    if in_process:
+        try:
+            module = importlib.import_module(f"pipeline.{stage}")
+        except ImportError as exc:
+            print(f"ERROR (prepare): stage {stage} is not available ({exc})", file=sys.stderr)
+            return 1
+        return int(module.main(args) or 0)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.call([sys.executable, "-m", f"pipeline.{stage}", *args], env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="comma-separated stages to run, in chain order (default: all; ingest only with --source)")
+    parser.add_argument("--source", help="folder, zip or audio file to ingest")
+    parser.add_argument("--speaker", help="speaker for files not in a sub-folder (default: the voice name)")
+    parser.add_argument("--min", type=float, default=2.0, help="shortest clip in seconds (default 2)")
+    parser.add_argument("--max", type=float, default=12.0, help="longest clip in seconds (default 12)")
+    parser.add_argument("--language", default="auto", choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--whisper-model", help="Whisper name or .pt path (default: config.yml)")
+    parser.add_argument("--prompt", help="initial prompt for Whisper (names, style of punctuation)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--loudness", type=float, default=None, help="normalise clips to this LUFS (e.g. -23)")
+    parser.add_argument("--trim", action="store_true", help="trim leading/trailing silence of clips")
+    parser.add_argument("--batch-size", type=int, help="training batch size written to config.json")
+    parser.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: config.yml)")
+    parser.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)))
+    parser.add_argument("--config", help="config.yml to use (model folders, data root); default: the repo's")
+    parser.add_argument("--in-process", action="store_true", help="run stages in this process, not subprocesses")
+    a = parser.parse_args(argv)
+
+    def body() -> int:
+        if a.config:
+            if not Path(a.config).is_file():
+                raise KoeError("config file not found", where=a.config, fix="check the --config path")
+            os.environ["KOE_CONFIG"] = str(Path(a.config).resolve())  # every stage reads settings from here
+        wanted = [s.strip() for s in a.stages.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in STAGES]
+        if unknown:
+            raise KoeError(f"unknown stage(s) {', '.join(unknown)}", fix="choose from " + ", ".join(STAGES))
+        if "ingest" in wanted and not a.source and a.stages != parser.get_default("stages"):
+            raise KoeError("the ingest stage needs --source", fix="pass --source FOLDER_OR_ZIP")
+        voice = str(voice_path(a.voice, must_exist=bool(not a.source)))
+        chain = [s for s in STAGES if s in wanted]
+        for i, stage in enumerate(chain):
+            args = stage_args(stage, voice, a)
+            if args is None:
+                continue
+            print(format_progress("prepare", step=i, total=len(chain), item=stage,
+                                  message=f"stage {stage}"), flush=True)
+            t0 = time.monotonic()
+            code = run_stage(stage, args, a.in_process)
+            if code != 0:
+                print(f"ERROR (prepare): stage '{stage}' failed (exit {code}); the messages above say why. "
+                      f"Fix it and run again: finished work is kept.", file=sys.stderr, flush=True)
+                print(format_progress("prepare", step=i, total=len(chain), item=stage,
+                                      message=f"failed at {stage}"), flush=True)
+                return code
+            print(f"prepare: {stage} done in {time.monotonic() - t0:.1f} s", flush=True)
+        print(format_progress("prepare", step=len(chain), total=len(chain), message="done"), flush=True)
+        return 0
+
+    return run_cli("prepare", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

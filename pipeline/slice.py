@@ -1,0 +1,56 @@
+"""Cut the recordings in Data/<voice>/raw/ into 2-12 s clips at pauses (silero-vad).
+
+    python -m pipeline.slice Data/myvoice [--min 2 --max 12 --margin 0.2]
+
+Writes 44.1 kHz mono 16-bit clips to wavs/<speaker>/<file>_0001.wav. Long speech without a pause is
+cut at its quietest point. Clips are kept at most 11.6 s unless --no-sampler-cap: the training
+sampler drops longer ones. Running it again only slices new or changed recordings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
+from vits.errors import KoeError
+from vits.prep.layout import RAW
+from vits.prep.slicing import SliceOptions, slice_voice
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.slice", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser.add_argument("--min", type=float, default=2.0, help="shortest clip, seconds (default 2)")
+    parser.add_argument("--max", type=float, default=12.0, help="longest clip, seconds (default 12)")
+    parser.add_argument("--margin", type=float, default=0.2, help="silence kept around speech (default 0.2 s)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="VAD speech probability (default 0.5)")
+    parser.add_argument("--no-sampler-cap", action="store_true",
+                        help="allow clips longer than the 11.6 s the bucket sampler keeps")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--force", action="store_true", help="slice every recording again")
+    a = parser.parse_args(argv)
+
+    def body() -> int:
+        limit_threads()
+        voice = voice_path(a.voice)
+        opts = SliceOptions(min_seconds=a.min, max_seconds=a.max, margin=a.margin, threshold=a.threshold,
+                            cap_to_sampler=not a.no_sampler_cap)
+        manifest = slice_voice(voice, opts, workers=a.workers, force=a.force, progress=progress_printer("slice"))
+        clips = sum(len(v["clips"]) for v in manifest.values())
+        failed = {k: v["error"] for k, v in manifest.items() if v.get("error")}
+        for name, reason in failed.items():
+            warn(f"{name}: {reason}")
+        if clips == 0:
+            raise KoeError("no clips came out of the recordings", where=str(voice / RAW),
+                           fix="check the recordings contain speech (see the warnings above)")
+        finish("slice", f"{clips} clips from {len(manifest) - len(failed)} recordings; {len(failed)} gave none",
+               clips=clips, failed=len(failed))
+        return 0
+
+    return run_cli("slice", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

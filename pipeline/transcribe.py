@@ -1,0 +1,69 @@
+"""Transcribe the clips in Data/<voice>/wavs/ with Whisper into esd.list (wav|speaker|LANG|text).
+
+    python -m pipeline.transcribe Data/myvoice --language zh --model large-v3
+    python -m pipeline.transcribe Data/myvoice --model models/whisper/medium.pt --prompt "你好。"
+
+Also writes esd.meta.json with each clip's confidence (avg_logprob, no_speech_prob, compression_ratio)
+and flags. Clips with no speech or a hallucination signature are left out of esd.list (see the meta
+file; --keep-flagged keeps them). An existing esd.list is backed up before it changes. Running it
+again only transcribes clips not yet listed; --force redoes all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
+from vits.prep.transcribe import TranscribeOptions, transcribe_voice
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.transcribe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser.add_argument("--model", help="Whisper name (tiny ... large-v3) or .pt path (default: config.yml)")
+    parser.add_argument("--language", default="auto", choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--prompt", help="initial prompt (vocabulary, punctuation style)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (greedy decoding)")
+    parser.add_argument("--temperatures", default="0,0.2,0.4,0.6,0.8,1.0",
+                        help="fallback temperatures for unreliable results (comma-separated)")
+    parser.add_argument("--max-tokens", type=int, help="most tokens per clip (default: Whisper's 224)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: config.yml, auto = GPU when present)")
+    parser.add_argument("--no-simplify", action="store_true", help="keep Traditional Chinese as Whisper wrote it")
+    parser.add_argument("--keep-flagged", action="store_true", help="keep flagged clips in esd.list")
+    parser.add_argument("--force", action="store_true", help="transcribe every clip again")
+    a = parser.parse_args(argv)
+
+    def body() -> int:
+        from pipeline.settings import load_settings
+
+        limit_threads()
+        settings = load_settings()
+        voice = voice_path(a.voice)
+        opts = TranscribeOptions(
+            model=a.model or settings.whisper_model, language=a.language, initial_prompt=a.prompt,
+            beam_size=a.beam_size, batch_size=a.batch_size,
+            temperatures=tuple(float(t) for t in a.temperatures.split(",") if t.strip()) or (0.0,),
+            simplify_chinese=not a.no_simplify, keep_flagged=a.keep_flagged,
+            device=a.device or settings.device, download_root=str(settings.whisper_root), max_tokens=a.max_tokens)
+        summary = transcribe_voice(voice, opts, force=a.force, progress=progress_printer("transcribe"))
+        for problem in summary["problems"]:
+            warn(f"esd.list {problem}")
+        for wav, reason in summary["failed"]:
+            warn(f"{wav}: {reason}")
+        for wav, flags in summary["excluded"]:
+            warn(f"{wav}: left out of esd.list ({', '.join(flags)}); review it in esd.meta.json")
+        if summary["backup"]:
+            print(f"transcribe: previous esd.list saved as {summary['backup']}")
+        finish("transcribe", f"{summary['transcribed']} transcribed, {summary['skipped']} already done, "
+                             f"{len(summary['excluded'])} flagged and left out, {len(summary['failed'])} failed",
+               transcribed=summary["transcribed"], flagged=len(summary["excluded"]))
+        return 0
+
+    return run_cli("transcribe", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Reading any audio file, writing 44.1 kHz mono 16-bit WAV, resampling, loudness and silence trim.
+
+soundfile (libsndfile) reads WAV/FLAC/OGG/Opus/MP3; everything else (m4a, aac, webm, broken headers)
+goes through the ffmpeg command line. Every public reader raises KoeError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vits.errors import KoeError
+
+TARGET_RATE = 44100
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff", ".webm", ".mp4",
+    ".oga", ".caf", ".w64",
+})
+_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
+_FIX_HINT = "re-export it as WAV or FLAC (e.g. `ffmpeg -i in out.wav`) or delete it"
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """True when `path` has an audio extension (case-insensitive) and is not a hidden/temp file."""
+    name = os.path.basename(str(path))
+    return not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+
+@dataclass
+class AudioInfo:
+    """What a source file is: rate, channels, length and sample format (`subtype` as libsndfile names it)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str = ""
+    bits: int | None = None
+    reader: str = "soundfile"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    def format_fixes(self, target_rate: int = TARGET_RATE) -> list[str]:
+        """The conversions needed to reach `target_rate` mono 16-bit PCM, in words."""
+        fixes = []
+        if self.channels != 1:
+            fixes.append(f"{self.channels} channels -> mono")
+        if self.sample_rate != target_rate:
+            fixes.append(f"{self.sample_rate} Hz -> {target_rate} Hz")
+        if self.subtype != "PCM_16":
+            fixes.append(f"{self.subtype or 'compressed'} -> 16-bit PCM")
+        return fixes + list(self.notes)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"duration": round(self.duration, 3)}
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise KoeError("audio file not found", where=str(path), fix="check the path")
+    if path.stat().st_size == 0:
+        raise KoeError("file is empty (0 bytes)", where=str(path), fix="delete it or copy the recording again")
+
+
+def _ffprobe(path: Path) -> AudioInfo:
+    if shutil.which("ffprobe") is None:
+        raise KoeError("cannot read this format without ffmpeg", where=str(path),
+                       fix="install ffmpeg (apt install ffmpeg) or convert the file to WAV/FLAC")
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+           "stream=sample_rate,channels,sample_fmt,bits_per_raw_sample,codec_name,duration,duration_ts",
+           "-of", "json", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    streams = []
+    if proc.returncode == 0:
+        try:
+            streams = json.loads(proc.stdout).get("streams") or []
+        except json.JSONDecodeError:
+            streams = []
+    if not streams:
+        detail = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1].replace(f"{path}: ", "")
+        raise KoeError(f"cannot decode audio ({detail})", where=str(path), fix=_FIX_HINT)
+    s = streams[0]
+    bits = int(s.get("bits_per_raw_sample") or 0) or None
+    rate = int(s.get("sample_rate") or 0)
+    frames = int(round(float(s.get("duration") or 0) * rate)) if rate else 0
+    return AudioInfo(rate, int(s.get("channels") or 1), frames, subtype=str(s.get("codec_name", "")).upper(),
+                     bits=bits, reader="ffmpeg")
+
+
+def probe_audio(path: str | os.PathLike) -> AudioInfo:
+    """Return the rate/channels/length/format of an audio file without decoding all of it.
+
+    Raises KoeError for missing, empty or undecodable files.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+        return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), subtype=info.subtype,
+                         bits=_BITS.get(info.subtype))
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError):
+        return _ffprobe(path)
+
+
+def _ffmpeg_decode(path: Path, info: AudioInfo) -> np.ndarray:
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
+           "-acodec", "pcm_f32le", "-ac", str(info.channels), "-ar", str(info.sample_rate), "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=3600)
+    if proc.returncode != 0 or not proc.stdout:
+        detail = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no samples"])[-1]
+        detail = detail.replace(f"{path}: ", "")
+        raise KoeError(f"cannot decode audio ({detail})", where=str(path), fix=_FIX_HINT)
+    data = np.frombuffer(proc.stdout, dtype="<f4")
+    data = data[: len(data) - len(data) % info.channels]
+    return data.reshape(-1, info.channels).T.copy()
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True,
+               quality: str = "VHQ") -> tuple[np.ndarray, int, AudioInfo]:
+    """Decode an audio file to float32 in [-1, 1].
+
+    Takes: path; optional target `sample_rate` (soxr, `quality` HQ/VHQ); `mono` averages channels.
+    Returns: (audio [L] when mono else [C, L], rate, AudioInfo of the source).
+    Raises: KoeError for missing, empty, undecodable or sample-less files.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    info = probe_audio(path)
+    data = None
+    if info.reader == "soundfile":
+        try:
+            data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+            data = data.T
+        except (RuntimeError, sf.LibsndfileError, ValueError):
+            data = None  # libsndfile read the header but not the body: let ffmpeg try
+    if data is None:
+        info = _ffprobe(path) if info.reader == "soundfile" else info
+        data = _ffmpeg_decode(path, info)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if data.shape[-1] == 0:
+        raise KoeError("file holds no audio samples", where=str(path), fix="delete it or re-export the recording")
+    info.frames = int(data.shape[-1])
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data[bad] = 0.0
+        info.notes.append(f"{int(bad.sum())} NaN/inf samples zeroed")
+    if mono:
+        data = data.mean(axis=0) if data.shape[0] > 1 else data[0]
+    rate = info.sample_rate
+    if sample_rate and sample_rate != rate:
+        data = resample(data, rate, sample_rate, quality)
+        rate = sample_rate
+    return data, rate, info
+
+
+def resample(audio: np.ndarray, orig_rate: int, new_rate: int, quality: str = "VHQ") -> np.ndarray:
+    """Resample float audio ([L] or [C, L]) with soxr; `quality` "HQ" or "VHQ". Returns float32.
+
+    VHQ is the default: it beats librosa's kaiser_best in SNR at every rate and is still >40x faster
+    (bench/resample.py); HQ is ~1.3x faster again at ~85 dB SNR.
+    """
+    import soxr
+
+    if orig_rate == new_rate:
+        return np.asarray(audio, dtype=np.float32)
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:  # soxr wants [L, C]
+        return np.ascontiguousarray(soxr.resample(x.T, orig_rate, new_rate, quality=quality).T)
+    return soxr.resample(x, orig_rate, new_rate, quality=quality).astype(np.float32, copy=False)
+
+
+def count_clipped(audio: np.ndarray, level: float = 0.999) -> int:
+    """Number of samples at or beyond `level` of full scale (a sign of clipping)."""
+    return int(np.count_nonzero(np.abs(audio) >= level))
+
+
+def write_wav16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = TARGET_RATE) -> None:
+    """Write mono float audio as 16-bit PCM WAV atomically (temp file in the same folder, then rename)."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, pcm, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def frame_rms_db(audio: np.ndarray, frame: int, hop: int | None = None) -> np.ndarray:
+    """RMS level in dBFS of consecutive frames (hop defaults to `frame`); silence floors at -120 dB."""
+    hop = hop or frame
+    if len(audio) < frame:
+        audio = np.pad(audio, (0, frame - len(audio)))
+    n = 1 + (len(audio) - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    rms = np.sqrt(np.mean(np.square(audio[idx], dtype=np.float64), axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-6))
+
+
+def silence_ratio(audio: np.ndarray, sample_rate: int, threshold_db: float = -45.0) -> float:
+    """Fraction of 20 ms frames quieter than `threshold_db` dBFS."""
+    frame = max(1, int(0.02 * sample_rate))
+    if len(audio) == 0:
+        return 1.0
+    return float(np.mean(frame_rms_db(audio, frame) < threshold_db))
+
+
+def trim_silence(audio: np.ndarray, sample_rate: int, top_db: float = 40.0, keep: float = 0.1) -> np.ndarray:
+    """Cut leading/trailing audio quieter than (peak level - `top_db`), keeping `keep` seconds of it."""
+    frame = max(1, int(0.01 * sample_rate))
+    levels = frame_rms_db(audio, frame)
+    loud = np.flatnonzero(levels > levels.max() - top_db)
+    if len(loud) == 0:
+        return audio
+    pad = int(keep * sample_rate)
+    start = max(0, loud[0] * frame - pad)
+    end = min(len(audio), (loud[-1] + 1) * frame + pad)
+    return audio[start:end]
+
+
+def normalize_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float = -23.0,
+                       peak: float = 0.99) -> tuple[np.ndarray, str | None]:
+    """Scale to `target_lufs` integrated loudness (ITU-R BS.1770, pyloudnorm), then keep peaks under `peak`.
+
+    Returns (audio, note) where note says what was done, or None when the clip was too short/quiet to measure.
+    """
+    import pyloudnorm
+
+    if len(audio) < int(0.4 * sample_rate):  # BS.1770 gating needs at least one 400 ms block
+        return audio, None
+    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(audio.astype(np.float64))
+    if not np.isfinite(loudness):
+        return audio, None
+    out = audio * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))
+    note = f"loudness {loudness:.1f} -> {target_lufs:.1f} LUFS"
+    top = float(np.max(np.abs(out))) if len(out) else 0.0
+    if top > peak:
+        out = out * np.float32(peak / top)
+        note += " (peak limited)"
+    return out.astype(np.float32), note
+
+
+@dataclass
+class ClipFix:
+    """What `conform_clip` did to one file."""
+
+    path: str
+    fixes: list[str]
+    clipped: int = 0
+    duration: float = 0.0
+    error: str | None = None
+
+
+def conform_clip(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, sample_rate: int = TARGET_RATE,
+                 quality: str = "VHQ", loudness: float | None = None, trim_db: float | None = None) -> ClipFix:
+    """Make one clip 44.1 kHz (or `sample_rate`) mono 16-bit WAV, optionally loudness-normalised and trimmed.
+
+    Takes: source path; destination (default: rewrite the source in place, atomically).
+    Returns: ClipFix listing the conversions applied. Raises KoeError when the source cannot be read.
+    """
+    audio, _, info = load_audio(src, sample_rate=sample_rate, quality=quality)
+    fixes = info.format_fixes(sample_rate)
+    if trim_db is not None:
+        before = len(audio)
+        audio = trim_silence(audio, sample_rate, top_db=trim_db)
+        if len(audio) < before:
+            fixes.append(f"trimmed {(before - len(audio)) / sample_rate:.2f} s of silence")
+    if loudness is not None:
+        audio, note = normalize_loudness(audio, sample_rate, loudness)
+        if note:
+            fixes.append(note)
+    clipped = count_clipped(audio)
+    write_wav16(dst or src, audio, sample_rate)
+    return ClipFix(str(dst or src), fixes, clipped, len(audio) / sample_rate)
