@@ -1,0 +1,319 @@
+"""Export a Bert-VITS2 2.3 generator as six ONNX graphs plus a metadata JSON (spec §6, §11).
+
+The synthesizer is split where randomness or data-dependent sizes sit, so the graphs are plain tensor
+programs and the caller (vits.onnx_runtime, numpy only) does the rest:
+
+    emb    sid [1] int64                                   -> g [1, gin, 1]
+    enc_p  x, x_lengths, tone, language [1,T]/[1] int64,
+           bert, ja_bert, en_bert [1, 1024, T], g          -> hidden [1,H,T], m_p, logs_p [1,C,T], x_mask [1,1,T]
+    sdp    hidden, x_mask, zin [1,2,T] (noise·noise_scale_w), g -> logw [1,1,T]   (reverse; skips sdp.flows.1)
+    dp     hidden, x_mask, g                               -> logw [1,1,T]
+    flow   z_p [1,C,T_y], y_mask [1,1,T_y], g              -> z [1,C,T_y]      (reverse)
+    dec    z [1,C,T_y], g                                  -> audio [1,1,hop·T_y]
+
+Durations (exp, ceil), the alignment path and the prior noise are computed by the runtime.
+The files are written with the legacy TorchScript exporter (`dynamo=False`): torch 2.13 still ships it,
+and the dynamo exporter needs onnxscript, which is not a dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vits.config import VoiceConfig, write_text_atomic
+from vits.errors import KoeError
+from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, SYMBOLS
+
+GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
+METADATA_NAME = "koe_onnx.json"
+FORMAT_VERSION = 1
+OPSET = 17
+BERT_MODELS = {"ZH": "chinese-roberta-wwm-ext-large", "JP": "deberta-v2-large-japanese-char-wwm",
+               "EN": "deberta-v3-large"}
+
+
+class _Emb(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.emb_g = model.emb_g
+
+    def forward(self, sid):
+        return self.emb_g(sid).unsqueeze(-1)
+
+
+class _EncP(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.enc_p = model.enc_p
+
+    def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g):
+        return self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+
+
+class _SdpReverse(nn.Module):
+    """The SDP sampling path with its noise as an input (the torch module draws its own)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.sdp = model.sdp
+
+    def forward(self, x, x_mask, zin, g):
+        sdp = self.sdp
+        x = sdp.pre(x)
+        if hasattr(sdp, "cond"):
+            x = x + sdp.cond(g)
+        x = sdp.proj(sdp.convs(x, x_mask)) * x_mask
+        flows = list(reversed(sdp.flows))
+        flows = flows[:-2] + [flows[-1]]  # sdp.flows.1 is skipped when sampling (spec §4.10)
+        z = zin
+        for flow in flows:
+            z = flow(z, x_mask, g=x, reverse=True)
+        return z[:, :1]
+
+
+class _Dp(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.dp = model.dp
+
+    def forward(self, x, x_mask, g):
+        return self.dp(x, x_mask, g=g)
+
+
+class _FlowReverse(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.flow = model.flow
+
+    def forward(self, z_p, y_mask, g):
+        return self.flow(z_p, y_mask, g=g, reverse=True)
+
+
+class _Dec(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.dec = model.dec
+
+    def forward(self, z, g):
+        return self.dec(z, g=g)
+
+
+def _example_inputs(model, t_x: int, t_y: int) -> dict[str, tuple]:
+    """(wrapper, args, input names, output names, dynamic axes) per graph, with random example tensors."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = model.enc_p.hidden_channels
+    inter = model.inter_channels
+    gin = model.gin_channels
+    x = torch.randint(1, len(SYMBOLS), (1, t_x), generator=gen)
+    tone = torch.randint(0, 12, (1, t_x), generator=gen)
+    language = torch.randint(0, 3, (1, t_x), generator=gen)
+    bert = [torch.randn(1, 1024, t_x, generator=gen) for _ in range(3)]
+    g = torch.randn(1, gin, 1, generator=gen)
+    h = torch.randn(1, hidden, t_x, generator=gen)
+    x_mask = torch.ones(1, 1, t_x)
+    t_dyn, y_dyn = {1: "T"}, {2: "T"}
+    return {
+        "emb": (_Emb(model), (torch.zeros(1, dtype=torch.long),), ["sid"], ["g"], None),
+        "enc_p": (_EncP(model), (x, torch.tensor([t_x]), tone, language, *bert, g),
+                  ["x", "x_lengths", "tone", "language", "bert", "ja_bert", "en_bert", "g"],
+                  ["hidden", "m_p", "logs_p", "x_mask"],
+                  {"x": t_dyn, "tone": t_dyn, "language": t_dyn, "bert": y_dyn, "ja_bert": y_dyn,
+                   "en_bert": y_dyn, "hidden": y_dyn, "m_p": y_dyn, "logs_p": y_dyn, "x_mask": y_dyn}),
+        "sdp": (_SdpReverse(model), (h, x_mask, torch.randn(1, 2, t_x, generator=gen), g),
+                ["hidden", "x_mask", "zin", "g"], ["logw"],
+                {"hidden": y_dyn, "x_mask": y_dyn, "zin": y_dyn, "logw": y_dyn}),
+        "dp": (_Dp(model), (h, x_mask, g), ["hidden", "x_mask", "g"], ["logw"],
+               {"hidden": y_dyn, "x_mask": y_dyn, "logw": y_dyn}),
+        "flow": (_FlowReverse(model), (torch.randn(1, inter, t_y, generator=gen), torch.ones(1, 1, t_y), g),
+                 ["z_p", "y_mask", "g"], ["z"], {"z_p": y_dyn, "y_mask": y_dyn, "z": y_dyn}),
+        "dec": (_Dec(model), (torch.randn(1, inter, t_y, generator=gen), g), ["z", "g"], ["audio"],
+                {"z": y_dyn, "audio": y_dyn}),
+    }
+
+
+def _export_graph(wrapper: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
+                  opset: int) -> None:
+    """One graph to `path`, written to a temp file first so a crash never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy exporter warns about its deprecation and about traced Python ints; both are expected.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper.eval(), args, tmp, dynamo=False, input_names=input_names,
+                              output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset,
+                              do_constant_folding=True)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; graphs are shared artifacts
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def metadata_for(cfg: VoiceConfig, model, *, source: dict | None = None, opset: int = OPSET) -> dict:
+    """The metadata JSON written beside the graphs: symbols, speakers, tone/language maps, audio settings."""
+    spk2id = dict(cfg.data.spk2id) or {str(i): i for i in range(cfg.data.n_speakers)}
+    return {
+        "format": "koe-onnx",
+        "format_version": FORMAT_VERSION,
+        "version": "2.3",
+        "graphs": {name: f"{name}.onnx" for name in GRAPHS},
+        "symbols": list(SYMBOLS),
+        "spk2id": spk2id,
+        "speakers": [name for name, _ in sorted(spk2id.items(), key=lambda kv: kv[1])],
+        "n_speakers": cfg.data.n_speakers,
+        # Bert-VITS2's exporter key: language -> [language id, tone offset].
+        "LanguageMap": {lang: [LANGUAGE_ID[lang], LANGUAGE_TONE_START[lang]] for lang in ("ZH", "JP", "EN")},
+        "sampling_rate": cfg.data.sampling_rate,
+        "hop_length": cfg.data.hop_length,
+        "add_blank": cfg.data.add_blank,
+        "inter_channels": model.inter_channels,
+        "hidden_channels": model.hidden_channels,
+        "gin_channels": model.gin_channels,
+        "BertSize": 1024,
+        "bert_models": dict(BERT_MODELS),
+        "Clap": False,
+        "opset": opset,
+        "source": source or {},
+    }
+
+
+def export_onnx(model, cfg: VoiceConfig, out_dir: str | os.PathLike, *, source: dict | None = None,
+                opset: int = OPSET, example_lengths: tuple[int, int] = (17, 40), graphs=GRAPHS,
+                on_graph=None) -> Path:
+    """Write the six graphs and `koe_onnx.json` into `out_dir` (metadata last: its presence means complete).
+
+    Args:
+        model: a SynthesizerTrn, ideally after `prepare_for_inference` (eval, weight norm folded).
+        cfg: the voice's VoiceConfig (speakers, audio settings).
+        source: provenance stored in the metadata (checkpoint path, step, sha256).
+        example_lengths: (T_x, T_y) of the tracing examples; any length works at run time.
+        graphs: the subset of GRAPHS to write (metadata is written only for the full set).
+        on_graph: optional callback(name) after each graph (progress).
+    Returns:
+        the metadata path (or the folder when only some graphs were asked for).
+    Raises:
+        KoeError when the model cannot be traced.
+    """
+    out = Path(out_dir)
+    model = model.eval()
+    specs = _example_inputs(model, *example_lengths)
+    for name in graphs:
+        wrapper, args, inputs, outputs, axes = specs[name]
+        try:
+            _export_graph(wrapper, args, out / f"{name}.onnx", inputs, outputs, axes, opset)
+        except Exception as exc:  # the exporter raises many types; say which graph failed
+            raise KoeError(f"ONNX export of the '{name}' graph failed: {type(exc).__name__}: {exc}",
+                           where=str(out / f"{name}.onnx"),
+                           fix="check that the checkpoint matches its config.json; report the error") from exc
+        if on_graph is not None:
+            on_graph(name)
+    if set(graphs) != set(GRAPHS):
+        return out
+    meta_path = out / METADATA_NAME
+    write_text_atomic(meta_path, json.dumps(metadata_for(cfg, model, source=source, opset=opset),
+                                            ensure_ascii=False, indent=2) + "\n")
+    return meta_path
+
+
+def export_decoder(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Write only the decoder graph (z, g -> audio), for `attach_onnx_decoder`. Returns the path."""
+    path = Path(path)
+    wrapper, args, inputs, outputs, axes = _example_inputs(model.eval(), 17, 40)["dec"]
+    _export_graph(wrapper, args, path, inputs, outputs, axes, opset)
+    return path
+
+
+class OnnxDecoderModule(nn.Module):
+    """A drop-in for `SynthesizerTrn.dec` that runs the decoder graph on onnxruntime (CPU by default).
+
+    `forward(z, g=None)` takes and returns torch tensors like the Generator. No parameters: use it only
+    for inference, after the weights were loaded.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
+        super().__init__()
+        from vits.onnx_runtime import OnnxDecoder
+
+        self.session = OnnxDecoder(path, providers=providers, threads=threads)
+
+    def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        if g is None:
+            raise KoeError("the ONNX decoder needs the speaker embedding g", where="OnnxDecoderModule",
+                           fix="call it as dec(z, g=g) like SynthesizerTrn.infer does")
+        return self.session(z, g)
+
+
+def attach_onnx_decoder(model, path: str | os.PathLike, providers: list[str] | None = None,
+                        threads: int | None = None):
+    """Replace `model.dec` by the ONNX decoder at `path` (export it first with `export_decoder`).
+
+    Returns the same model; `model.infer(...)` then decodes with onnxruntime.
+    """
+    model.dec = OnnxDecoderModule(path, providers=providers, threads=threads)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finding and loading the checkpoint of a voice
+
+
+def find_voice_files(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(G checkpoint, config.json) of a voice folder (newest models/G_*.pth) or of a G file.
+
+    A `checkpoint` name is looked up in the folder's models/ when it is not a path. Raises KoeError when
+    a file is missing.
+    """
+    from vits.checkpoints import latest_checkpoints
+
+    path = Path(path)
+    if path.is_dir():
+        if checkpoint is not None:
+            g_path = Path(checkpoint)
+            if not g_path.is_absolute() and not g_path.exists():
+                g_path = path / "models" / g_path
+        else:
+            latest = latest_checkpoints(path / "models")
+            if latest is None:
+                raise KoeError("no generator checkpoint (models/G_*.pth) in this voice folder", where=str(path),
+                               fix="train the voice first, or pass --checkpoint path/to/G_x.pth")
+            g_path = Path(latest[1]["G"])
+        config_candidates = [path / "configs" / "config.json", path / "config.json"]
+    else:
+        g_path = Path(checkpoint) if checkpoint else path
+        config_candidates = [g_path.parent / "config.json", g_path.parent.parent / "configs" / "config.json"]
+    if not g_path.is_file():
+        raise KoeError("checkpoint file not found", where=str(g_path), fix="pass an existing G_<step>.pth")
+    for candidate in config_candidates:
+        if candidate.is_file():
+            return g_path, candidate
+    raise KoeError("no config.json found for this checkpoint", where=str(g_path),
+                   fix="put config.json beside the G file or in ../configs/")
+
+
+def load_generator(g_path: str | os.PathLike, cfg: VoiceConfig):
+    """Build G from `cfg`, load `g_path` strictly and prepare it for inference. Raises KoeError."""
+    from vits.checkpoints import load_weights
+    from vits.models import build_generator, prepare_for_inference
+
+    model = build_generator(cfg)
+    load_weights(model, g_path, kind="G")
+    return prepare_for_inference(model)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (provenance in the metadata)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
