@@ -1,0 +1,495 @@
+"""Synthesis facade: load a trained voice and turn phones or text into audio (spec §6, §7.6, §7.8).
+
+    voice = Voice.load("Data/myvoice")                       # newest models/G_*.pth + configs/config.json
+    audio = voice.synthesize("你好。", "ZH", speaker="spk0", bert=BertFeatures(dirs))
+    audio = voice.synthesize_phones(["_", "n", "i", "_"], [0, 3, 3, 0], "ZH", speaker=0, seed=1)
+
+Input contract of `Voice.synthesize_phones` (the "cleaned" form of Bert-VITS2's list files):
+  * phones as symbol strings: tones are the *raw* per-language values (spec §7.3), `languages` is one
+    code ("ZH"/"JP"/"EN") or one code per phone, and the sequences are *without* blanks: the voice
+    converts them to ids and inserts blanks itself when config.json says `add_blank` (spec §7.6).
+  * `blanked=True`: the sequences are model-ready ids (phone ids, tone ids with the language offset,
+    language ids), blanks already inserted, e.g. straight from a dataset item.
+  * BERT features, when given, always have the model's final length T (2N+1 with add_blank), one
+    column per phone, as `BertFeatures.features(cleaned, add_blank=True)` returns them. Missing slots
+    are filled with standard normal noise `randn(1024, T)`, drawn in slot order bert, ja_bert, en_bert,
+    which is exactly Bert-VITS2's order for the two "other language" slots (spec §7.8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vits import checkpoints as ck
+from vits.config import VoiceConfig
+from vits.errors import KoeError
+from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
+
+BERT_DIM = 1024
+_SLOTS = ("bert", "ja_bert", "en_bert")
+_SLOT_OF_LANGUAGE = {"ZH": "bert", "JP": "ja_bert", "EN": "en_bert"}
+
+# A decoder replacement (e.g. an onnxruntime session): (z [1, inter, T_y], g [1, gin, 1]) -> audio [..., L].
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _find_config(g_path: Path) -> Path:
+    for candidate in (g_path.parent / "config.json", g_path.parent.parent / "configs" / "config.json",
+                      g_path.parent.parent / "config.json"):
+        if candidate.is_file():
+            return candidate
+    raise KoeError("no config.json beside the checkpoint or in ../configs/", where=str(g_path),
+                   fix="put the voice's config.json next to the G file or pass config_path")
+
+
+def _find_generator(folder: Path) -> Path:
+    models = folder / "models" if (folder / "models").is_dir() else folder
+    latest = ck.latest_checkpoints(models)
+    if latest is not None:
+        return latest[1]["G"]
+    # release files (no step in a G_<step>.pth name): the newest by modification time
+    releases = [p for p in models.iterdir() if p.is_file() and (p.suffix == ".safetensors" or
+                                                                 (p.suffix == ".pth" and "release" in p.name))]
+    if releases:
+        return max(releases, key=lambda p: p.stat().st_mtime)
+    raise KoeError("no generator checkpoint (G_<step>.pth) found", where=str(models),
+                   fix=f"train the voice first (python -m pipeline.train {folder}) or pass a G_*.pth file")
+
+
+class Voice:
+    """A loaded generator ready for synthesis (eval mode, weight norm folded, inference mode).
+
+    Args:
+        model: a SynthesizerTrn with weights loaded (it is prepared for inference here).
+        config: the voice's VoiceConfig.
+        device: where to run ("cpu", "cuda", "cuda:1", ...).
+        checkpoint: the file the weights came from (for display).
+        decoder: optional replacement for the waveform decoder (e.g. onnxruntime); called with
+            (z, g) and returning the waveform.
+        fast_decoder: with no `decoder`, run the model's decoder as 2-D channels-last convolutions
+            (`ChannelsLastDecoder`: same math, about 1.5x faster on CPU); default on for CPU devices.
+        tune_malloc: call `keep_freed_memory()` (a process-wide malloc setting, Linux) so the
+            decoder's large activations reuse memory instead of page-faulting; default on for CPU.
+    """
+
+    def __init__(self, model, config: VoiceConfig, device: str | torch.device = "cpu", *,
+                 checkpoint: Path | None = None, decoder: Decoder | None = None, fast_decoder: bool | None = None,
+                 tune_malloc: bool | None = None):
+        from vits.models import prepare_for_inference
+
+        self.config = config
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.model = prepare_for_inference(model).to(self.device)
+        on_cpu = self.device.type == "cpu"
+        if decoder is None and (fast_decoder if fast_decoder is not None else on_cpu):
+            decoder = ChannelsLastDecoder(self.model.dec)
+        self.decoder = decoder
+        if tune_malloc if tune_malloc is not None else on_cpu:
+            keep_freed_memory()
+        spk2id = dict(config.data.spk2id)
+        if not spk2id:
+            spk2id = {str(i): i for i in range(config.data.n_speakers)}
+        self._spk2id = spk2id
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+             config_path: str | os.PathLike | None = None, *, decoder: Decoder | None = None) -> Voice:
+        """Load a voice.
+
+        Takes a voice folder (``Data/<voice>``: newest complete ``models/G_<step>.pth`` and
+        ``configs/config.json``; a folder holding ``G_*.pth`` and ``config.json`` works too) or a G file
+        (``.pth`` or release ``.safetensors``, config.json beside it or in ``../configs/``), the device,
+        and optionally an explicit config path. float16 release files are cast to float32; files
+        without ``enc_q`` load (it is not used for synthesis). Returns a Voice.
+        Raises KoeError for a missing folder/file/config, a file that is not a 2.3 generator, or
+        a checkpoint that does not match the config.
+        """
+        from vits.models import build_generator
+
+        path = Path(path)
+        if path.is_dir():
+            g_path = _find_generator(path)
+            if config_path is None:
+                for candidate in (path / "configs" / "config.json", path / "config.json"):
+                    if candidate.is_file():
+                        config_path = candidate
+                        break
+                else:
+                    config_path = _find_config(g_path)
+        elif path.is_file():
+            g_path = path
+            config_path = config_path or _find_config(g_path)
+        else:
+            raise KoeError("voice folder or checkpoint not found", where=str(path),
+                           fix="pass Data/<voice> or a G_<step>.pth file")
+        config = VoiceConfig.load(config_path)
+        model = build_generator(config)
+        ck.load_weights(model, g_path, kind="G")
+        del model.enc_q  # training-only posterior encoder: frees memory (10M parameters by default)
+        return cls(model, config, device, checkpoint=g_path, decoder=decoder)
+
+    # ------------------------------------------------------------------------------------------------
+
+    @property
+    def speakers(self) -> list[str]:
+        """Speaker names in id order."""
+        return [name for name, _ in sorted(self._spk2id.items(), key=lambda item: item[1])]
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.config.data.sampling_rate)
+
+    def speaker_id(self, speaker: str | int | None) -> int:
+        """Resolve a speaker name or id (None = the first speaker). Raises KoeError for unknown ones."""
+        if speaker is None:
+            return min(self._spk2id.values())
+        if isinstance(speaker, (int, np.integer)) and not isinstance(speaker, bool):
+            if 0 <= int(speaker) < self.model.n_speakers:
+                return int(speaker)
+            raise KoeError(f"speaker id {speaker} is out of range (this voice has {self.model.n_speakers})",
+                           fix=f"use an id from 0 to {self.model.n_speakers - 1} or a name: {self._speaker_list()}")
+        if speaker in self._spk2id:
+            return int(self._spk2id[speaker])
+        if isinstance(speaker, str) and speaker.isdigit() and int(speaker) < self.model.n_speakers:
+            return int(speaker)
+        raise KoeError(f"unknown speaker {speaker!r}", where=str(self.checkpoint or "voice"),
+                       fix=f"use one of: {self._speaker_list()}")
+
+    def _speaker_list(self) -> str:
+        names = self.speakers
+        shown = ", ".join(names[:20])
+        return shown + (f", … ({len(names)} in all)" if len(names) > 20 else "")
+
+    # ------------------------------------------------------------------------------------------------
+
+    def prepare_phones(self, phones, tones, languages, *, blanked: bool = False):
+        """Turn phones/tones/languages into model-ready id lists (see the module docstring).
+
+        Returns (phone_ids, tone_ids, language_ids), blanks inserted when the config says so.
+        Raises KoeError for unknown phones/languages, bad tones or differing lengths.
+        """
+        phones, tones = list(_as_list(phones)), list(_as_list(tones))
+        n = len(phones)
+        if n == 0:
+            raise KoeError("no phones to synthesize", fix="pass at least one phone")
+        if isinstance(languages, str):
+            languages = [languages] * n
+        languages = list(_as_list(languages))
+        if len(tones) != n or len(languages) != n:
+            raise KoeError(f"phones, tones and languages must have the same length (got {n}, {len(tones)}, "
+                           f"{len(languages)})", fix="give one tone and one language per phone")
+        if all(isinstance(p, str) for p in phones):
+            if blanked:
+                raise KoeError("blanked=True needs phone ids, not phone strings",
+                               fix="pass ids, or pass strings without blanks and blanked=False")
+            ids, tone_ids, lang_ids = [], [], []
+            for i, (phone, tone, lang) in enumerate(zip(phones, tones, languages)):
+                lang = str(lang).upper()
+                if phone not in SYMBOL_TO_ID:
+                    raise KoeError(f"unknown phone {phone!r} at position {i} (not in the 112-symbol table)",
+                                   fix="use phones from our text frontend (python -m pipeline.text)")
+                if lang not in LANGUAGE_ID:
+                    raise KoeError(f"unknown language {lang!r} at position {i}", fix="use ZH, JP or EN")
+                ids.append(SYMBOL_TO_ID[phone])
+                tone_ids.append(int(tone) + LANGUAGE_TONE_START[lang])
+                lang_ids.append(LANGUAGE_ID[lang])
+        else:
+            try:
+                ids, tone_ids = [int(p) for p in phones], [int(t) for t in tones]
+                lang_ids = [LANGUAGE_ID[str(x).upper()] if isinstance(x, str) else int(x) for x in languages]
+            except (TypeError, ValueError, KeyError) as exc:
+                raise KoeError(f"phone ids, tone ids and language ids must be integers ({exc})",
+                               fix="pass all ids as integers or all phones as symbol strings") from None
+        _check_range("phone id", ids, len(SYMBOLS))
+        _check_range("tone id", tone_ids, NUM_TONES)
+        _check_range("language id", lang_ids, len(LANGUAGE_ID))
+        if self.config.data.add_blank and not blanked:
+            ids, tone_ids, lang_ids = intersperse(ids), intersperse(tone_ids), intersperse(lang_ids)
+        return ids, tone_ids, lang_ids
+
+    def synthesize_phones(self, phones, tones, languages, bert=None, ja_bert=None, en_bert=None, *,
+                          speaker: str | int | None = None, sdp_ratio: float = 0.5, noise_scale: float = 0.6,
+                          noise_scale_w: float = 0.9, length_scale: float = 1.0, seed: int | None = None,
+                          blanked: bool = False) -> np.ndarray:
+        """Synthesize one utterance from phones (contract in the module docstring).
+
+        Takes phones, tones, languages, optional BERT features ([1024, T] or [1, 1024, T], tensor or
+        numpy), the speaker (name or id), the Bert-VITS2 sampling knobs and a seed (same seed, same
+        audio; the caller's random state is left untouched). Returns float32 mono audio at
+        `sampling_rate`. Raises KoeError for wrong phones/shapes/dtypes or an unknown speaker.
+        """
+        ids, tone_ids, lang_ids = self.prepare_phones(phones, tones, languages, blanked=blanked)
+        sid = self.speaker_id(speaker)
+        feats = {"bert": bert, "ja_bert": ja_bert, "en_bert": en_bert}
+        for name in _SLOTS:
+            if feats[name] is not None:
+                feats[name] = _check_bert(name, feats[name], len(ids))
+        with _seeded(seed, self.device):
+            for name in _SLOTS:  # filler noise in Bert-VITS2's order (spec §7.8)
+                if feats[name] is None:
+                    feats[name] = torch.randn(BERT_DIM, len(ids))
+            audio = self._infer(ids, tone_ids, lang_ids, feats, sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
+                                noise_scale_w=noise_scale_w, length_scale=length_scale)
+        return audio
+
+    @torch.inference_mode()
+    def _infer(self, ids, tone_ids, lang_ids, feats, sid: int, *, sdp_ratio: float, noise_scale: float,
+               noise_scale_w: float, length_scale: float) -> np.ndarray:
+        """SynthesizerTrn.infer (spec §6) for B = 1, with the same random draws in the same order.
+
+        Differences that keep the output identical: the SDP is not run when sdp_ratio == 0 (its noise
+        is still drawn), the DP is not run when sdp_ratio == 1, and `decoder` may replace model.dec.
+        """
+        from vits import commons
+
+        model, dev = self.model, self.device
+        x = torch.tensor([ids], dtype=torch.long, device=dev)
+        tone = torch.tensor([tone_ids], dtype=torch.long, device=dev)
+        language = torch.tensor([lang_ids], dtype=torch.long, device=dev)
+        x_lengths = torch.tensor([len(ids)], dtype=torch.long, device=dev)
+        sid_t = torch.tensor([sid], dtype=torch.long, device=dev)
+        bert, ja_bert, en_bert = (feats[n].to(dev, torch.float32).unsqueeze(0) for n in _SLOTS)
+
+        g = model.emb_g(sid_t).unsqueeze(-1)
+        h, m_p, logs_p, x_mask = model.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+        if sdp_ratio != 0:
+            logw_sdp = model.sdp(h, x_mask, g=g, reverse=True, noise_scale=noise_scale_w)
+        else:
+            torch.randn(1, 2, h.size(2))  # the SDP's noise draw, kept so later draws stay identical
+            logw_sdp = 0.0
+        logw_dp = model.dp(h, x_mask, g=g) if sdp_ratio != 1 else 0.0
+        logw = logw_sdp * sdp_ratio + logw_dp * (1 - sdp_ratio)
+        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
+        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
+        y_mask = commons.sequence_mask(y_lengths, None).unsqueeze(1).to(x_mask.dtype)
+        attn = commons.generate_path(w_ceil, x_mask.unsqueeze(2) * y_mask.unsqueeze(-1))
+        m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
+        logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+        z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
+        z = model.flow(z_p, y_mask, g=g, reverse=True) * y_mask
+        audio = self.decoder(z, g) if self.decoder is not None else model.dec(z, g=g)
+        return audio.reshape(-1).float().cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------------
+
+    def stream(self, text: str, language: str = "ZH", *, speaker: str | int | None = None, bert=None,
+               sdp_ratio: float = 0.5, noise_scale: float = 0.6, noise_scale_w: float = 0.9,
+               length_scale: float = 1.0, seed: int | None = None, user_dict=None) -> Iterator[tuple[str, np.ndarray]]:
+        """Synthesize text sentence by sentence; yields (sentence, float32 audio) as each one is ready.
+
+        Takes the text, its language (ZH/JP/EN/AUTO, or MIX markup, which is synthesized as one
+        utterance), the speaker, a `vits.text.bert.BertFeatures` for the BERT features (required), the
+        sampling knobs, a seed (sentence i uses seed + i) and an optional user pronunciation dictionary.
+        Segments of one sentence in different languages are joined as Bert-VITS2's infer_multilang does
+        (spec §6: later segments drop their leading blank/_/blank, all but the last their trailing _/blank).
+        Raises KoeError when the text frontend or BERT models are unavailable or the text has no speech.
+        """
+        text_mod = _text_module()
+        if bert is None:
+            raise KoeError("text synthesis needs BERT features (the model was trained with them)",
+                           fix="pass bert=BertFeatures(model_dirs) (download the models with "
+                               "vits.text.bert.download_bert_models), or use synthesize_phones")
+        sid = self.speaker_id(speaker)
+        language = language.upper()
+        sentences = [text] if language == "MIX" else [s for s in text_mod.split_sentences(text) if s.strip()]
+        if not sentences:
+            raise KoeError("no text to synthesize", fix="type some text")
+        for i, sentence in enumerate(sentences):
+            segments = text_mod.clean_text(sentence, language, user_dict=user_dict)
+            if not segments:
+                continue
+            # BERT first, outside the seeded block: loading a BERT model draws random numbers, and a
+            # seeded request must give the same audio whether or not the model was loaded already.
+            blank = bool(self.config.data.add_blank)
+            reals = [bert.features(seg, add_blank=blank) for seg in segments]
+            with _seeded(None if seed is None else seed + i, self.device):
+                ids, tones, langs, feats = self._join_segments(segments, reals)
+                audio = self._infer(ids, tones, langs, feats, sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
+                                    noise_scale_w=noise_scale_w, length_scale=length_scale)
+            yield sentence, audio
+
+    def synthesize(self, text: str, language: str = "ZH", *, speaker: str | int | None = None, bert=None,
+                   pause: float = 0.2, sdp_ratio: float = 0.5, noise_scale: float = 0.6,
+                   noise_scale_w: float = 0.9, length_scale: float = 1.0, seed: int | None = None,
+                   user_dict=None) -> np.ndarray:
+        """Synthesize text: every sentence of `stream`, joined with `pause` seconds of silence.
+
+        Same arguments as `stream`. Returns float32 mono audio at `sampling_rate`.
+        Raises KoeError as `stream` does, or when no sentence produced speech.
+        """
+        gap = np.zeros(int(round(max(pause, 0.0) * self.sampling_rate)), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for _sentence, audio in self.stream(text, language, speaker=speaker, bert=bert, sdp_ratio=sdp_ratio,
+                                            noise_scale=noise_scale, noise_scale_w=noise_scale_w,
+                                            length_scale=length_scale, seed=seed, user_dict=user_dict):
+            if parts:
+                parts.append(gap)
+            parts.append(audio)
+        if not parts:
+            raise KoeError("the text has nothing to pronounce", fix="type words in the chosen language")
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def _join_segments(self, segments, reals):
+        """Per-segment ids, blanks and BERT (`reals`, + filler noise), joined with Bert-VITS2's skips."""
+        blank = bool(self.config.data.add_blank)
+        head, tail = (3, 2) if blank else (1, 1)
+        ids, tones, langs = [], [], []
+        feats: dict[str, list[torch.Tensor]] = {n: [] for n in _SLOTS}
+        for k, seg in enumerate(segments):
+            p, t, la = self.prepare_phones(seg.phones, seg.tones, seg.language)
+            real = _check_bert("bert", reals[k], len(p))
+            slot = _SLOT_OF_LANGUAGE[seg.language]
+            cols = {n: real if n == slot else torch.randn(BERT_DIM, len(p)) for n in _SLOTS}
+            start = head if k > 0 else 0
+            stop = len(p) - tail if k < len(segments) - 1 else len(p)
+            ids += p[start:stop]
+            tones += t[start:stop]
+            langs += la[start:stop]
+            for n in _SLOTS:
+                feats[n].append(cols[n][:, start:stop])
+        return ids, tones, langs, {n: torch.cat(feats[n], dim=1) for n in _SLOTS}
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+class _Conv1dAs2d(nn.Module):
+    """A (folded) Conv1d / ConvTranspose1d computed as a 2-D convolution over [B, C, 1, T] channels-last."""
+
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d):
+        super().__init__()
+        self.transposed = isinstance(conv, nn.ConvTranspose1d)
+        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.stride, self.padding = (1, conv.stride[0]), (0, conv.padding[0])
+        self.dilation, self.groups = (1, conv.dilation[0]), conv.groups
+        self.output_padding = (0, conv.output_padding[0]) if self.transposed else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                      self.groups, self.dilation)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ChannelsLastDecoder(nn.Module):
+    """The model's decoder (HiFi-GAN) with every conv run as a channels-last 2-D convolution.
+
+    oneDNN's channels-last kernels are much faster on CPU than its 1-D ones, most of all for the
+    dilated kernel-11 convolutions and the 16/32-channel stages. The Generator's own forward runs
+    unchanged on [B, C, 1, T] tensors (its ops are elementwise or convs), so the math is the same
+    (differences ~1e-7). Takes a weight-norm-folded Generator (it is copied, not changed).
+    Called as `decoder(z [B, C, T], g [B, gin, 1]) -> audio [B, 1, L]`.
+    """
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = copy.deepcopy(generator)
+        self._convert(self.generator)
+
+    @classmethod
+    def _convert(cls, module: nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)):
+                if hasattr(child, "weight_g"):
+                    raise ValueError("fold weight norm first (vits.models.prepare_for_inference)")
+                setattr(module, name, _Conv1dAs2d(child))
+            else:
+                cls._convert(child)
+
+    def forward(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        z4 = z.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        audio = self.generator(z4, g=g.unsqueeze(2))
+        return audio.reshape(z.shape[0], 1, -1)
+
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process for reuse (Linux; no-op elsewhere).
+
+    CPU synthesis allocates activations of tens of MB per decoder layer; by default glibc hands such
+    blocks back to the OS when freed, so every layer page-faults them in again (~10% of CPU synthesis
+    time for 10 s of audio). This raises the trim and mmap thresholds to 1 GiB for the whole process,
+    so the memory stays mapped at its peak size and is reused. Returns True when the setting was applied.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-1, 1 << 30) == 1 and libc.mallopt(-3, 1 << 30) == 1  # M_TRIM_ / M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    _MALLOC_TUNED = ok
+    return ok
+
+
+def _text_module():
+    try:
+        import vits.text as text_mod
+
+        text_mod.clean_text, text_mod.split_sentences  # noqa: B018 (both must exist)
+    except (ImportError, AttributeError) as exc:
+        raise KoeError(f"the text frontend (vits.text) is not available ({exc})",
+                       fix="synthesize from phones (synthesize_phones / --phones) instead") from None
+    return text_mod
+
+
+def _as_list(values) -> Sequence:
+    if isinstance(values, str):
+        return values.split()
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        return values.reshape(-1).tolist()
+    return values
+
+
+def _check_range(what: str, values: list[int], limit: int) -> None:
+    bad = [v for v in values if not 0 <= v < limit]
+    if bad:
+        raise KoeError(f"{what} {bad[0]} is out of range (0..{limit - 1})",
+                       fix="check that ids come from the Bert-VITS2 2.3 tables (vits.symbols)")
+
+
+def _check_bert(name: str, feats, length: int) -> torch.Tensor:
+    if isinstance(feats, np.ndarray):
+        feats = torch.from_numpy(feats)
+    if not isinstance(feats, torch.Tensor) or not feats.is_floating_point():
+        got = f"{feats.dtype}" if isinstance(feats, torch.Tensor) else type(feats).__name__
+        raise KoeError(f"{name} must be a float tensor, got {got}", fix="pass BERT features as float32 [1024, T]")
+    if feats.dim() == 3 and feats.shape[0] == 1:
+        feats = feats[0]
+    if tuple(feats.shape) != (BERT_DIM, length):
+        raise KoeError(f"{name} has shape {list(feats.shape)}, expected [{BERT_DIM}, {length}] (one column per "
+                       "phone, blanks included)",
+                       fix="compute the features for this exact phone sequence (BertFeatures.features(..., "
+                           "add_blank=True))")
+    return feats.float()
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Seed torch's generators for the block and restore the caller's random state afterwards."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
