@@ -326,6 +326,32 @@ def test_mas_scores_are_gaussian_log_likelihoods(small_config, monkeypatch):
     assert seen["mask"].shape == (2, 70, 13) and seen["mask"][1, 50:].sum() == 0
 
 
+def test_bf16_autocast_keeps_alignment_and_splines_in_float32(small_config, monkeypatch):
+    """bf16_run: the networks autocast, but MAS scores and the SDP spline flows stay float32 (spec pitfall)."""
+    pytest.importorskip("numba")
+    import vits.models as models
+
+    seen = {}
+    real = models._maximum_path
+
+    def spy(neg_cent, mask):
+        seen["dtype"] = neg_cent.dtype
+        return real(neg_cent, mask)
+
+    monkeypatch.setattr(models, "_maximum_path", spy)
+    torch.manual_seed(2)
+    model = build_generator(small_config).train()
+    batch = _batch(small_config.data.n_speakers, small_config.spec_channels, seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*batch)
+        hidden_x, x_mask = out[7][0], out[4]
+        sdp_out = model.sdp(hidden_x, x_mask, g=out[8], reverse=True)
+    assert seen["dtype"] == torch.float32
+    assert out[1].dtype == torch.float32 and sdp_out.dtype == torch.float32
+    assert out[7][3].dtype == torch.float32  # logw_sdp
+    assert torch.isfinite(out[1]).all()
+
+
 def test_unsupported_configs_raise_koe_error():
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 2}, "model": {"n_layers": 2}})
     with pytest.raises(KoeError, match="n_layers"):

@@ -124,7 +124,13 @@ class StochasticDurationPredictor(nn.Module):
         """Forward: NLL [B] of durations w [B,1,T]. Reverse: sampled logw [B,1,T].
 
         Each call draws one randn(B, 2, T) on the CPU default generator (as upstream), then moves it.
+        Always computed in float32, also under bf16 autocast: the rational-quadratic splines diverge in bf16.
         """
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._forward_fp32(x.float(), x_mask.float(), None if w is None else w.float(),
+                                      None if g is None else g.float(), reverse, noise_scale)
+
+    def _forward_fp32(self, x, x_mask, w, g, reverse, noise_scale):
         x = self.pre(torch.detach(x))
         if g is not None:
             x = x + self.cond(torch.detach(g))
@@ -382,13 +388,15 @@ class SynthesizerTrn(nn.Module):
         z, m_q, logs_q, y_mask = self.enc_q(y, y_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
 
-        with torch.no_grad():
+        # Alignment search inputs in float32 even under bf16 autocast (the log-likelihoods are large sums).
+        with torch.no_grad(), torch.autocast(device_type=z_p.device.type, enabled=False):
+            z_p32, m_p32, logs_p32 = z_p.float(), m_p.float(), logs_p.float()
             # log N(z_p | m_p, exp(logs_p)) for every (frame, token), as four terms (matmuls over channels).
-            s_p_sq_r = torch.exp(-2 * logs_p)
-            neg_cent1 = torch.sum(-0.5 * math.log(2 * math.pi) - logs_p, [1], keepdim=True)
-            neg_cent2 = torch.matmul(-0.5 * (z_p**2).transpose(1, 2), s_p_sq_r)
-            neg_cent3 = torch.matmul(z_p.transpose(1, 2), m_p * s_p_sq_r)
-            neg_cent4 = torch.sum(-0.5 * (m_p**2) * s_p_sq_r, [1], keepdim=True)
+            s_p_sq_r = torch.exp(-2 * logs_p32)
+            neg_cent1 = torch.sum(-0.5 * math.log(2 * math.pi) - logs_p32, [1], keepdim=True)
+            neg_cent2 = torch.matmul(-0.5 * (z_p32**2).transpose(1, 2), s_p_sq_r)
+            neg_cent3 = torch.matmul(z_p32.transpose(1, 2), m_p32 * s_p_sq_r)
+            neg_cent4 = torch.sum(-0.5 * (m_p32**2) * s_p_sq_r, [1], keepdim=True)
             neg_cent = neg_cent1 + neg_cent2 + neg_cent3 + neg_cent4
             if self.use_noise_scaled_mas:
                 epsilon = torch.std(neg_cent) * torch.randn_like(neg_cent) * self.current_mas_noise_scale
