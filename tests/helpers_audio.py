@@ -100,6 +100,10 @@ def make_tiny_whisper(path: str | Path, seed: int = 0) -> Path:
                            n_vocab=51865, n_text_ctx=448, n_text_state=32, n_text_head=2, n_text_layer=1)
     torch.manual_seed(seed)
     model = Whisper(dims)
+    # Whisper leaves the decoder's positional embedding as torch.empty (real checkpoints fill it):
+    # uninitialised memory can hold NaN, so give it values.
+    with torch.no_grad():
+        model.decoder.positional_embedding.normal_(0.0, 0.02)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": model.state_dict()}, path)
