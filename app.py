@@ -1,4 +1,4 @@
-"""Koe Studio: `python app.py [--host 127.0.0.1] [--port 7860] [--share] [--root Data]`."""
+"""Koe Studio: `python app.py [--host 127.0.0.1] [--port 7860] [--share --auth user:pass] [--root Data]`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--insecure-share", action="store_true", help="allow --share without --auth")
     parser.add_argument("--root", default=None, help="the Data folder holding your voices")
     parser.add_argument("--config", default=None, help="studio settings file (default config.yml)")
+    parser.add_argument("--allow-parallel-gpu", action="store_true",
+                        help="allow several GPU jobs at once (default: one at a time)")
     return parser.parse_args(argv)
 
 

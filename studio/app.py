@@ -1,32 +1,92 @@
-"""Builds and launches the Gradio studio (placeholder until the studio issue lands)."""
+"""Builds and launches the Gradio studio: a voice picker on top and one tab per step of the user's path."""
 
 from __future__ import annotations
 
 import os
+import sys
 
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
+from studio.jobs import JobRunner
+from studio.tabs import Context, error_text
+from studio.voices import create_voice, list_voices
+from vits.errors import KoeError
+
+TABS = ["Dataset", "Preprocess", "Train", "Synthesize", "Export"]
 
 
-def build(settings):
+def build(settings: Settings, runner: JobRunner | None = None, config_path: str | None = None,
+          refresh_s: float | None = None, allow_parallel_gpu: bool = False):
+    """The studio's Blocks. Takes settings (and a runner for tests); returns an unlaunched gr.Blocks."""
     import gradio as gr
 
+    from studio.tabs import dataset, export, preprocess, synthesize, train
+
+    runner = runner or JobRunner(settings)
+    refresh_s = refresh_s or float(os.environ.get("KOE_STUDIO_REFRESH_S", "2"))
+    ctx = Context(settings=settings, runner=runner, config_path=config_path,
+                  allow_parallel_gpu=allow_parallel_gpu)
     with gr.Blocks(title="Koe Studio") as demo:
-        gr.Markdown("# Koe Studio")
-        for name in ["Dataset", "Preprocess", "Train", "Synthesize", "Export"]:
-            with gr.Tab(name):
-                gr.Markdown(f"{name}: coming soon. Data folder: `{settings.data_root}`")
+        gr.Markdown("# Koe Studio\nFrom recordings to a voice you can type into. "
+                    f"Data folder: `{settings.data_root}`")
+        with gr.Row():
+            ctx.voice = gr.Dropdown(list_voices(settings), label="Voice", value=None, elem_id="voice", scale=2)
+            new_name = gr.Textbox(label="New voice name", placeholder="e.g. alice", elem_id="new-voice", scale=2)
+            create_btn = gr.Button("Create voice", elem_id="create-voice", scale=1)
+        voice_md = gr.Markdown(elem_id="voice-status")
+        ctx.timer = gr.Timer(refresh_s)
+        for name, module in zip(TABS, (dataset, preprocess, train, synthesize, export)):
+            with gr.Tab(name, id=name.lower(), elem_id=f"tab-{name.lower()}"):
+                module.build(ctx)
+
+        def create(name):
+            try:
+                voice_dir = create_voice(settings, name)
+            except KoeError as exc:
+                return gr.skip(), error_text(exc)
+            return (gr.update(choices=list_voices(settings), value=voice_dir.name),
+                    f"✅ created `{voice_dir}`")
+
+        def initial_voice():
+            # Re-attach: a reloaded page opens on the voice whose job is still running.
+            running = [j.voice for j in runner.running() if j.voice]
+            voices = list_voices(settings)
+            value = running[0] if running else (voices[0] if voices else None)
+            note = f"⏳ `{running[0]}` has a job running: re-attached." if running else ""
+            return gr.update(choices=voices, value=value), note
+
+        create_btn.click(create, new_name, [ctx.voice, voice_md])
+        demo.load(initial_voice, None, [ctx.voice, voice_md])
     return demo
 
 
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """`user:pass` → (user, pass). Raises KoeError when either part is empty."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise KoeError("--auth must look like user:password", fix="e.g. --auth me:a-long-password")
+    return user, password
+
+
 def launch(args) -> int:
+    """Start the studio from parsed app.py arguments; returns the exit code."""
     if args.root:
-        os.environ["KOE_DATA_ROOT"] = args.root
-    settings = load_settings(args.config)
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    if args.share and not auth and not args.insecure_share:
-        print("error: --share makes the studio public; add --auth user:pass (or --insecure-share)")
+        os.environ["KOE_DATA_ROOT"] = os.path.abspath(args.root)
+    try:
+        settings = load_settings(args.config)
+        auth = parse_auth(args.auth)
+    except KoeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    demo = build(settings)
-    demo.queue().launch(server_name=args.host or settings.host, server_port=args.port or settings.port,
-                        share=args.share, auth=auth, show_error=True)
+    if args.share and not auth and not args.insecure_share:
+        print("error: --share makes the studio reachable from the internet; add --auth user:pass "
+              "(or --insecure-share if you really mean it)", file=sys.stderr)
+        return 2
+    settings.data_root.mkdir(parents=True, exist_ok=True)
+    demo = build(settings, config_path=args.config, allow_parallel_gpu=getattr(args, "allow_parallel_gpu", False))
+    host = args.host or settings.host
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=args.port or settings.port, share=args.share, auth=auth,
+        show_error=True, allowed_paths=[str(settings.data_root)], footer_links=[])
     return 0

@@ -1,0 +1,234 @@
+"""The review table of a voice's clips: read esd.list, flag doubtful clips, save edits atomically.
+
+esd.list lines are ``wav|speaker|LANG|text`` with the wav path relative to the voice folder. Saving writes
+a timestamped backup of the previous file first (``logs/esd.list.<time>.bak``), then replaces the file
+atomically. Deleted clips' audio moves to ``trash/`` instead of being erased.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vits.config import write_text_atomic
+from vits.errors import KoeError
+
+LANGUAGES = ("ZH", "JP", "EN")
+COLUMNS = ["flag", "wav", "speaker", "language", "text"]
+# Below this Whisper confidence a clip is shown at the top of the table.
+LOW_CONFIDENCE = 0.6
+
+
+@dataclass
+class Clip:
+    """One esd.list line."""
+
+    wav: str
+    speaker: str
+    language: str
+    text: str
+    flags: list[str] = field(default_factory=list)
+    confidence: float | None = None
+
+    def line(self) -> str:
+        return f"{self.wav}|{self.speaker}|{self.language}|{self.text}"
+
+
+def read_esd(path: str | Path) -> list[Clip]:
+    """Parse esd.list leniently. Takes its path; returns the clips (empty if the file is missing).
+
+    A malformed line becomes a clip flagged with the problem (so the table can fix it, and saving refuses
+    until it is fixed) instead of being dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    clips = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|", 3)]
+        parts += [""] * (4 - len(parts))
+        clip = Clip(parts[0], parts[1], parts[2].upper(), parts[3])
+        if clip.language in {"JA"}:
+            clip.language = "JP"
+        if line.count("|") != 3:
+            clip.flags.append(f"line {number}: expected wav|speaker|LANG|text")
+        elif clip.language not in LANGUAGES:
+            clip.flags.append(f"line {number}: unknown language {parts[2]!r}")
+        elif not clip.text:
+            clip.flags.append(f"line {number}: empty text")
+        clips.append(clip)
+    return clips
+
+
+def _safe_relative(voice_dir: Path, wav: str, where: str | None = None) -> Path:
+    """The clip's path inside the voice folder; raises KoeError if it would point outside."""
+    path = (voice_dir / wav).resolve()
+    if not path.is_relative_to(voice_dir.resolve()):
+        raise KoeError(f"clip path {wav!r} points outside the voice folder", where=where or str(voice_dir),
+                       fix="clip paths are relative to the voice folder, e.g. wavs/spk/clip_0001.wav")
+    return path
+
+
+def validate(voice_dir: Path, clips: list[Clip]) -> None:
+    """Refuse edits that would corrupt esd.list. Raises KoeError naming the row and the fix."""
+    for row, clip in enumerate(clips, 1):
+        where = f"row {row} ({clip.wav})"
+        for name in ("wav", "speaker", "language", "text"):
+            value = getattr(clip, name)
+            if "|" in value or "\n" in value or "\r" in value:
+                raise KoeError(f"{name} may not contain '|' or line breaks", where=where,
+                               fix="remove the character")
+        if not clip.wav or not clip.speaker:
+            raise KoeError("wav and speaker may not be empty", where=where)
+        if clip.language not in LANGUAGES:
+            raise KoeError(f"unknown language {clip.language!r}", where=where, fix="use ZH, JP or EN")
+        if not clip.text.strip():
+            raise KoeError("the text is empty", where=where, fix="type what is said, or delete the clip")
+        _safe_relative(voice_dir, clip.wav, where)
+
+
+def save_esd(voice_dir: str | Path, clips: list[Clip], deleted: list[str] = ()) -> Path | None:
+    """Write `clips` to ``<voice_dir>/esd.list`` after a backup; move `deleted` clips' audio to trash/.
+
+    Returns the backup path (None when there was no previous file). Raises KoeError on invalid rows,
+    leaving esd.list untouched.
+    """
+    voice_dir = Path(voice_dir)
+    validate(voice_dir, clips)
+    trash_paths = [_safe_relative(voice_dir, wav) for wav in deleted]
+    esd = voice_dir / "esd.list"
+    backup = None
+    if esd.is_file():
+        backup = voice_dir / "logs" / f"esd.list.{time.strftime('%Y%m%d-%H%M%S')}.bak"
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(esd, backup)
+    write_text_atomic(esd, "".join(clip.line() + "\n" for clip in clips))
+    for path in trash_paths:
+        if path.is_file():
+            target = voice_dir / "trash" / path.relative_to(voice_dir.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), target)
+            # Features computed for the clip go with it.
+            for extra in path.parent.glob(path.stem + ".*"):
+                if extra.suffix in {".pt", ".npy"} or extra.name.endswith((".spec.pt", ".bert.pt")):
+                    shutil.move(str(extra), target.parent / extra.name)
+    return backup
+
+
+def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]]]:
+    """Per clip: (transcription confidence 0..1, reasons it is doubtful), from the stage outputs.
+
+    Reads ``esd.meta.json`` (the transcribe stage: avg_logprob → confidence = exp(avg_logprob), flags)
+    and ``report.json`` (problems naming a clip) when they exist; unknown shapes are ignored.
+    """
+    voice_dir = Path(voice_dir)
+    found: dict[str, tuple[float | None, list[str]]] = {}
+
+    def add(wav, confidence=None, reason=None):
+        conf, reasons = found.get(wav, (None, []))
+        if confidence is not None:
+            conf = float(confidence)
+        if reason and reason not in reasons:
+            reasons = [*reasons, reason]
+        found[wav] = (conf, reasons)
+
+    meta = _read_json(voice_dir / "esd.meta.json")
+    clips = meta.get("clips") if isinstance(meta, dict) else None
+    for wav, item in (clips or {}).items() if isinstance(clips, dict) else []:
+        if not isinstance(item, dict):
+            continue
+        logprob = item.get("avg_logprob")
+        conf = item.get("confidence")
+        if conf is None and isinstance(logprob, int | float):
+            conf = math.exp(min(float(logprob), 0.0))
+        add(wav, conf if isinstance(conf, int | float) else None)
+        for flag in item.get("flags") or []:
+            add(wav, reason=str(flag))
+    report = _read_json(voice_dir / "report.json")
+    if isinstance(report, dict):
+        for problem in report.get("problems", []) or []:
+            if isinstance(problem, dict):
+                wav = problem.get("wav") or problem.get("clip")
+                if wav:
+                    add(str(wav), reason=str(problem.get("problem") or problem.get("message") or "problem"))
+    return found
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def table(voice_dir: str | Path) -> list[Clip]:
+    """The clips of a voice with their flags, doubtful ones first (then in esd.list order)."""
+    voice_dir = Path(voice_dir)
+    clips = read_esd(voice_dir / "esd.list")
+    flags = load_flags(voice_dir)
+    for clip in clips:
+        conf, reasons = flags.get(clip.wav, (None, []))
+        clip.confidence = conf
+        clip.flags = clip.flags + list(reasons)
+        if conf is not None and conf < LOW_CONFIDENCE:
+            clip.flags.insert(0, f"low confidence {conf:.2f}")
+        if not (voice_dir / clip.wav).is_file():
+            clip.flags.append("audio missing")
+    order = {id(c): i for i, c in enumerate(clips)}
+    return sorted(clips, key=lambda c: (not c.flags, order[id(c)]))
+
+
+def to_rows(clips: list[Clip]) -> list[list[str]]:
+    """Rows for the UI table, in COLUMNS order."""
+    return [["; ".join(c.flags), c.wav, c.speaker, c.language, c.text] for c in clips]
+
+
+def from_rows(rows) -> list[Clip]:
+    """Clips from edited UI rows (a pandas DataFrame or a list of lists in COLUMNS order)."""
+    if hasattr(rows, "values") and hasattr(rows, "columns"):
+        rows = rows.values.tolist()
+    clips = []
+    for row in rows or []:
+        row = ["" if v is None else str(v) for v in row]
+        if len(row) < 5 or not any(cell.strip() for cell in row):
+            continue
+        clips.append(Clip(wav=row[1].strip(), speaker=row[2].strip(), language=row[3].strip().upper(),
+                          text=row[4].strip()))
+    return clips
+
+
+def g2p_preview(text: str, language: str, userdict: str | Path | None = None) -> str:
+    """What the text frontend makes of a line: normalized text, phones with tones, word2ph.
+
+    Returns a short multi-line string; errors from the frontend are returned as text, not raised.
+    """
+    try:
+        from vits.text import clean_text
+    except ImportError as exc:
+        return f"(text frontend not available: {exc})"
+    user_dict = None
+    if userdict and Path(userdict).is_file():
+        try:
+            from vits.text import UserDict
+
+            user_dict = UserDict.load(userdict)
+        except Exception as exc:  # noqa: BLE001 - show the problem in the preview
+            return f"pronunciation dictionary: {exc}"
+    try:
+        parts = clean_text(text, language, user_dict=user_dict) if user_dict else clean_text(text, language)
+    except Exception as exc:  # noqa: BLE001 - the preview reports any frontend error in place
+        return f"error: {exc}"
+    if not isinstance(parts, list):
+        parts = [parts]
+    lines = []
+    for part in parts:
+        phones = " ".join(f"{p}{t}" if t else p for p, t in zip(part.phones, part.tones))
+        lines.append(f"[{part.language}] {part.norm_text}\nphones: {phones}\nword2ph: {part.word2ph}")
+    return "\n".join(lines)

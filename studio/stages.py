@@ -1,0 +1,121 @@
+"""The command line of every stage the studio runs, as argument lists (never shell strings).
+
+The studio's config.yml and data root reach the stages through KOE_CONFIG / KOE_DATA_ROOT (see
+`studio.tabs.Context.env`), so commands carry no settings of their own.
+
+Each builder takes the voice folder and the options from the UI and returns a `Command`: the argv, the
+outputs that must exist when it succeeds (relative to the voice folder), and whether it uses the GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PY = sys.executable
+
+
+@dataclass
+class Command:
+    argv: list[str]
+    expected: list[str] = field(default_factory=list)
+    gpu: bool = False
+
+
+def _module(name: str, *args: str) -> list[str]:
+    return [PY, "-m", f"pipeline.{name}", *args]
+
+
+def _opt(args: list[str], flag: str, value) -> None:
+    if value is not None and value != "":
+        args += [flag, str(value)]
+
+
+def ingest(voice_dir: Path, source: str, speaker: str | None = None) -> Command:
+    """Copy recordings from a server folder, zip or file into raw/."""
+    args = [source, str(voice_dir)]
+    _opt(args, "--speaker", speaker)
+    return Command(_module("ingest", *args), ["raw"])
+
+
+def slice_audio(voice_dir: Path, min_sec: float | None = None, max_sec: float | None = None) -> Command:
+    """Cut raw/ recordings into clips under wavs/."""
+    args = [str(voice_dir)]
+    _opt(args, "--min", min_sec)
+    _opt(args, "--max", max_sec)
+    return Command(_module("slice", *args), ["wavs/*/*.wav"])
+
+
+WHISPER_LANG = {"ZH": "zh", "JP": "ja", "EN": "en", "auto": "auto"}
+
+
+def transcribe(voice_dir: Path, language: str | None = None, model: str | None = None,
+               keep_flagged: bool = False, beam_size: int | None = None, max_tokens: int | None = None,
+               temperatures: str | None = None) -> Command:
+    """Whisper transcription of the clips into esd.list (+ esd.meta.json)."""
+    args = [str(voice_dir)]
+    _opt(args, "--language", WHISPER_LANG.get(language or "auto", language))
+    _opt(args, "--model", model)
+    _opt(args, "--beam-size", int(beam_size) if beam_size else None)
+    _opt(args, "--max-tokens", int(max_tokens) if max_tokens else None)
+    _opt(args, "--temperatures", (temperatures or "").replace(" ", "") or None)
+    if keep_flagged:
+        args.append("--keep-flagged")
+    return Command(_module("transcribe", *args), ["esd.list", "esd.meta.json"], gpu=True)
+
+
+def resample(voice_dir: Path) -> Command:
+    return Command(_module("resample", str(voice_dir)), ["wavs"])
+
+
+def text(voice_dir: Path) -> Command:
+    """Clean esd.list into filelists/train.list + val.list and write configs/config.json."""
+    return Command(_module("text", str(voice_dir)),
+                   ["filelists/train.list", "filelists/val.list", "configs/config.json"])
+
+
+def features(voice_dir: Path) -> Command:
+    """BERT features (*.bert.pt next to each clip)."""
+    return Command(_module("features", str(voice_dir)), [], gpu=True)
+
+
+def report(voice_dir: Path) -> Command:
+    return Command(_module("report", str(voice_dir), "--quiet"), ["report.json", "report.txt"])
+
+
+def prepare(voice_dir: Path, chain: str = "resample,text,features,report") -> Command:
+    """The preprocessing chain (by default the part after transcription) as one job."""
+    expected = ["report.json"]
+    if "text" in chain:
+        expected += ["filelists/train.list", "configs/config.json"]
+    return Command(_module("prepare", str(voice_dir), "--stages", chain), expected, gpu="features" in chain)
+
+
+def train(voice_dir: Path, gpus: int = 1, base_model: str | None = None, max_steps: int | None = None,
+          no_wavlm: bool = False) -> Command:
+    """Training: `python -m pipeline.train` on one device, torchrun for several GPUs."""
+    args = [str(voice_dir)]
+    _opt(args, "--base", base_model)
+    if no_wavlm:
+        args.append("--no-wavlm")
+    _opt(args, "--max-steps", max_steps)
+    if gpus and gpus > 1:
+        argv = [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(gpus)}",
+                "-m", "pipeline.train", *args]
+    else:
+        argv = _module("train", *args)
+    return Command(argv, ["models/G_*.pth"], gpu=True)
+
+
+def export_onnx(voice_dir: Path, checkpoint: str | None = None) -> Command:
+    args = [str(voice_dir)]
+    _opt(args, "--checkpoint", checkpoint)
+    return Command(_module("export_onnx", *args), ["onnx/*.onnx"])
+
+
+def download(what: str, endpoint: str | None = None) -> Command:
+    """Model downloads (base model, BERTs, WavLM, Whisper) through `studio.download`."""
+    args = [PY, "-m", "studio.download", what]
+    _opt(args, "--endpoint", endpoint)
+    return Command(args, [])

@@ -1,0 +1,231 @@
+"""Voice folders as the studio sees them: list, create, import uploads safely, checkpoints, export.
+
+Every path that comes from the browser (voice names, speaker names, uploaded file names, zip members)
+goes through `Settings.voice_dir` / `safe_name` and a final "is it still inside Data/<voice>/" check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+from pipeline.settings import Settings
+from vits.config import write_text_atomic
+from vits.errors import KoeError
+from vits.prep.layout import safe_name
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aiff", ".aif"}
+_STEP = re.compile(r"_(\d+)\.(pth|safetensors)$")
+
+
+def list_voices(settings: Settings) -> list[str]:
+    """Names of the voice folders under the data root (hidden folders left out), sorted."""
+    root = settings.data_root
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def create_voice(settings: Settings, name: str) -> Path:
+    """Create ``Data/<name>/`` with its sub-folders; returns it. Raises KoeError for unsafe names."""
+    name = (name or "").strip()
+    if not re.fullmatch(r"[\w][\w.-]{0,63}", name):
+        raise KoeError(f"invalid voice name {name!r}",
+                       fix="use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'")
+    voice_dir = settings.voice_dir(name)
+    for sub in ("raw", "wavs", "logs", "models", "configs"):
+        (voice_dir / sub).mkdir(parents=True, exist_ok=True)
+    return voice_dir
+
+
+def _inside(base: Path, path: Path) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(base.resolve()):
+        raise KoeError(f"{path.name!r} would be written outside {base}", fix="rename the file")
+    return resolved
+
+
+def _unique(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(1, 10000):
+        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise KoeError(f"too many files named {path.name}")
+
+
+def import_uploads(settings: Settings, voice: str, files: list[str | Path], speaker: str | None = None) -> list[str]:
+    """Copy uploaded audio files and zips into ``raw/<speaker>/``; returns the paths added (relative).
+
+    Zip members keep one sub-folder level as their speaker when no speaker is given. Members that are
+    not audio, or whose names would escape the folder, are skipped. Raises KoeError if nothing usable came.
+    """
+    voice_dir = settings.voice_dir(voice)
+    raw = voice_dir / "raw"
+    default_speaker = safe_name(speaker or voice)
+    added: list[str] = []
+    for item in files or []:
+        src = Path(item)
+        if src.suffix.lower() == ".zip":
+            added += _import_zip(voice_dir, src, speaker)
+            continue
+        if src.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        target = _inside(raw, _unique(raw / default_speaker / safe_name(src.name)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        added.append(target.relative_to(voice_dir.resolve()).as_posix())
+    if not added:
+        raise KoeError("no audio files in the upload",
+                       fix=f"upload {', '.join(sorted(AUDIO_SUFFIXES))} files or a zip of them")
+    return added
+
+
+def _import_zip(voice_dir: Path, src: Path, speaker: str | None) -> list[str]:
+    raw = voice_dir / "raw"
+    added = []
+    try:
+        archive = zipfile.ZipFile(src)
+    except zipfile.BadZipFile:
+        raise KoeError("not a valid zip file", where=src.name, fix="re-create the zip") from None
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p not in {"", ".", ".."}]
+            if not parts or Path(parts[-1]).suffix.lower() not in AUDIO_SUFFIXES or parts[-1].startswith("."):
+                continue
+            spk = safe_name(speaker) if speaker else (safe_name(parts[-2]) if len(parts) > 1 else voice_dir.name)
+            target = _inside(raw, _unique(raw / spk / safe_name(parts[-1])))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as fin, open(target, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            added.append(target.relative_to(voice_dir.resolve()).as_posix())
+    return added
+
+
+def checkpoints(voice_dir: Path) -> list[tuple[int, Path]]:
+    """Generator checkpoints ``models/G_<step>.pth`` of a voice as (step, path), newest step first."""
+    models = Path(voice_dir) / "models"
+    found = []
+    for path in models.glob("G_*"):
+        match = _STEP.search(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found, key=lambda sp: sp[0], reverse=True)
+
+
+def speakers(voice_dir: Path, config_path: Path | None = None) -> list[str]:
+    """Speaker names from the voice's config.json (spk2id), in id order; [] when there is none."""
+    path = config_path or Path(voice_dir) / "configs" / "config.json"
+    try:
+        spk2id = json.loads(Path(path).read_text(encoding="utf-8")).get("data", {}).get("spk2id", {})
+    except (OSError, ValueError):
+        return []
+    return [name for name, _ in sorted(spk2id.items(), key=lambda kv: kv[1])]
+
+
+def clip_durations(voice_dir: Path) -> list[float]:
+    """Lengths in seconds of every clip under wavs/ (header read only)."""
+    import soundfile as sf
+
+    lengths = []
+    for path in sorted((Path(voice_dir) / "wavs").rglob("*.wav")):
+        try:
+            info = sf.info(str(path))
+        except RuntimeError:
+            continue
+        lengths.append(info.frames / max(info.samplerate, 1))
+    return lengths
+
+
+def newest_eval_audio(voice_dir: Path) -> tuple[Path, int | None] | None:
+    """The newest wav under ``logs/eval/`` and the training step in its name (or folder), or None."""
+    root = Path(voice_dir) / "logs" / "eval"
+    wavs = [p for p in root.rglob("*.wav") if p.is_file()] if root.is_dir() else []
+    # The trainer writes logs/eval/step_<step>/<i>_sdp0.wav, _sdp1.wav and the ground truth _gt.wav.
+    generated = [p for p in wavs if not p.stem.endswith("_gt")] or wavs
+    if not generated:
+        return None
+
+    def step_of(path: Path) -> int | None:
+        match = re.search(r"step_(\d+)", path.relative_to(root).as_posix())
+        if match:
+            return int(match.group(1))
+        numbers = re.findall(r"\d+", path.relative_to(root).as_posix())
+        return int(max(numbers, key=int)) if numbers else None
+
+    newest = max(generated, key=lambda p: (step_of(p) or -1, p.stat().st_mtime, -len(p.name), p.name))
+    first = sorted(p for p in generated if p.parent == newest.parent)[0]
+    return first, step_of(first)
+
+
+def model_card(voice_dir: Path, step: int | None) -> str:
+    """A README for an exported voice: data minutes, steps, languages, speakers, date."""
+    voice_dir = Path(voice_dir)
+    minutes = sum(clip_durations(voice_dir)) / 60
+    languages, speaker_names = set(), set()
+    esd = voice_dir / "esd.list"
+    if esd.is_file():
+        for line in esd.read_text(encoding="utf-8").splitlines():
+            parts = line.split("|")
+            if len(parts) >= 4:
+                speaker_names.add(parts[1])
+                languages.add(parts[2])
+    speaker_names = speakers(voice_dir) or sorted(speaker_names)
+    return "\n".join([
+        f"# {voice_dir.name}",
+        "",
+        "A Bert-VITS2 2.3-compatible voice trained with Koe Studio.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| training data | {minutes:.1f} minutes |",
+        f"| steps | {step if step is not None else 'unknown'} |",
+        f"| languages | {', '.join(sorted(languages)) or 'unknown'} |",
+        f"| speakers | {', '.join(speaker_names) or 'unknown'} |",
+        f"| exported | {time.strftime('%Y-%m-%d')} |",
+        "",
+        "Files: `G_<step>.pth` (generator weights), `config.json`. Load with Bert-VITS2 2.3 or "
+        "`vits.synthesis.Voice.load(folder)`.",
+        "",
+    ])
+
+
+def zip_voice(voice_dir: Path, release: Path, step: int | None) -> Path:
+    """Zip a release generator, config.json and a model card into ``export/<voice>-<date>.zip``; returns it."""
+    voice_dir = Path(voice_dir)
+    out_dir = voice_dir / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{voice_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    config = voice_dir / "configs" / "config.json"
+    if not config.is_file():
+        raise KoeError("the voice has no configs/config.json", where=str(voice_dir),
+                       fix="run Preprocess first")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(release, f"{voice_dir.name}/{release.name}")
+        archive.write(config, f"{voice_dir.name}/config.json")
+        archive.writestr(f"{voice_dir.name}/README.md", model_card(voice_dir, step))
+    tmp.replace(target)
+    return target
+
+
+def read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def save_text_with_backup(path: Path, text: str) -> None:
+    """Write a user-edited text file atomically, keeping the previous version as ``<name>.bak``."""
+    path = Path(path)
+    if path.is_file():
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    write_text_atomic(path, text if text.endswith("\n") or not text else text + "\n")
