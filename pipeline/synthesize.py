@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from vits.errors import KoeError
+from vits.fileio import atomic_path
 from vits.progress import format_progress
 
 
@@ -70,16 +70,8 @@ def write_wav_atomic(path: Path, audio, sampling_rate: int, float32: bool = Fals
     """Write mono audio as WAV (16-bit PCM or 32-bit float) via a temp file and rename."""
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, audio, sampling_rate, subtype="FLOAT" if float32 else "PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args) -> Path:

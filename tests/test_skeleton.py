@@ -65,3 +65,18 @@ def test_settings_resolve_paths(tmp_path):
     for bad in ["../x", "a/b", "", ".hidden"]:
         with pytest.raises(KoeError):
             s.voice_dir(bad)
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    from vits.fileio import atomic_path, write_text_atomic
+
+    target = tmp_path / "sub" / "file.txt"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
+    with atomic_path(target, durable=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o644"

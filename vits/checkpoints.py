@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from vits.errors import KoeError
+from vits.fileio import atomic_path
 
 KINDS = ("G", "D", "DUR", "WD")
 _NAME_RE = re.compile(r"^(G|D|DUR|WD)_(\d+)\.pth$")
@@ -189,32 +189,8 @@ def _check_plain(value, where: str) -> None:
 
 def _torch_save_atomic(data, path: Path) -> None:
     """torch.save via a temp file in the same folder, fsync, rename (a crash never leaves half a file)."""
-    _write_atomic(path, lambda fh: torch.save(data, fh))
-
-
-def _write_atomic(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as fh:
+        torch.save(data, fh)
 
 
 def convert_trusted_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -646,7 +622,8 @@ def export_release(g_path: str | os.PathLike, out_path: str | os.PathLike, fp16:
                 "learning_rate": "0.0001", "koe_step": str(step), "source": g_path.name,
                 "dtype": "float16" if fp16 else "float32"}
         blob = save(state, metadata=meta)
-        _write_atomic(out_path, lambda fh: fh.write(blob))
+        with atomic_path(out_path, durable=True) as tmp:
+            tmp.write_bytes(blob)
         return out_path
     _torch_save_atomic({"model": state, "iteration": 0, "optimizer": None, "learning_rate": 0.0001,
                         "koe_step": step, "koe_release": True}, out_path)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vits.errors import KoeError
+from vits.fileio import write_text_atomic
 from vits.symbols import SYMBOLS
 
 
@@ -145,19 +145,3 @@ class VoiceConfig(_Section):
     def save(self, path: str | os.PathLike) -> None:
         """Write the config atomically (temp file + rename), UTF-8, human-readable."""
         write_text_atomic(Path(path), json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from vits.config import VoiceConfig
 from vits.errors import KoeError
+from vits.fileio import atomic_path
 from vits.symbols import LANGUAGE_ID, SYMBOL_TO_ID, cleaned_text_to_sequence, intersperse
 
 BUCKET_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]
@@ -125,14 +125,8 @@ def compute_spec(wav: torch.Tensor, cfg: VoiceConfig) -> torch.Tensor:
 
 def save_tensor_atomic(tensor: torch.Tensor, path: Path) -> None:
     """torch.save via a temp file in the same folder + rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(tensor, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_bert(path: Path, mmap: bool = False) -> torch.Tensor:

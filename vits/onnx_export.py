@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch import nn
 
 from vits.config import VoiceConfig, write_text_atomic
 from vits.errors import KoeError
+from vits.fileio import atomic_path
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, SYMBOLS
 
 GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
@@ -142,21 +142,12 @@ def _example_inputs(model, t_x: int, t_y: int) -> dict[str, tuple]:
 def _export_graph(wrapper: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
                   opset: int) -> None:
     """One graph to `path`, written to a temp file first so a crash never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The legacy exporter warns about its deprecation and about traced Python ints; both are expected.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper.eval(), args, tmp, dynamo=False, input_names=input_names,
-                              output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset,
-                              do_constant_folding=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; graphs are shared artifacts
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        # The legacy exporter warns about its deprecation and about traced Python ints; both are expected.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper.eval(), args, str(tmp), dynamo=False, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset,
+                          do_constant_folding=True)
 
 
 def metadata_for(cfg: VoiceConfig, model, *, source: dict | None = None, opset: int = OPSET) -> dict:

@@ -10,13 +10,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vits.errors import KoeError
+from vits.fileio import atomic_path
 
 TARGET_RATE = 44100
 AUDIO_EXTENSIONS = frozenset({
@@ -190,18 +190,9 @@ def write_wav16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = T
     """Write mono float audio as 16-bit PCM WAV atomically (temp file in the same folder, then rename)."""
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, pcm, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def frame_rms_db(audio: np.ndarray, frame: int, hop: int | None = None) -> np.ndarray:
