@@ -116,9 +116,10 @@ def is_valid(path: Path, hidden: int | None, n_phones: int) -> bool:
 def _save_atomic(tensor, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(tensor, tmp)
-    os.replace(tmp, path)
+    from vits.fileio import atomic_path
+
+    with atomic_path(path) as tmp:  # a failed write leaves no temp file and no half tensor
+        torch.save(tensor, tmp)
 
 
 def _parse_args(argv):
