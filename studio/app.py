@@ -71,10 +71,7 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def launch(args) -> int:
     """Start the studio from parsed app.py arguments; returns the exit code."""
-    if args.root:
-        os.environ["KOE_DATA_ROOT"] = os.path.abspath(args.root)
     try:
-        settings = load_settings(args.config)
         auth = parse_auth(args.auth)
     except KoeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -82,6 +79,14 @@ def launch(args) -> int:
     if args.share and not auth and not args.insecure_share:
         print("error: --share makes the studio reachable from the internet; add --auth user:pass "
               "(or --insecure-share if you really mean it)", file=sys.stderr)
+        return 2
+    # Only once the arguments are accepted: the stage subprocesses inherit the data root from here.
+    if args.root:
+        os.environ["KOE_DATA_ROOT"] = os.path.abspath(args.root)
+    try:
+        settings = load_settings(args.config)
+    except KoeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     settings.data_root.mkdir(parents=True, exist_ok=True)
     demo = build(settings, config_path=args.config, allow_parallel_gpu=getattr(args, "allow_parallel_gpu", False))

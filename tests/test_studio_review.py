@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from argparse import Namespace
 from pathlib import Path
@@ -179,8 +180,10 @@ def test_stage_commands_are_argument_lists(tmp_path):
 def test_share_needs_auth(tmp_path, capsys):
     args = Namespace(host=None, port=None, share=True, auth=None, insecure_share=False, root=str(tmp_path),
                      config=None)
+    before = os.environ.get("KOE_DATA_ROOT")
     assert launch(args) == 2
     assert "--auth" in capsys.readouterr().err
+    assert os.environ.get("KOE_DATA_ROOT") == before  # a refused start leaves the process environment alone
     assert parse_auth("me:secret:x") == ("me", "secret:x")
     for bad in ["nopass", ":x", "x:"]:
         with pytest.raises(KoeError):
