@@ -290,12 +290,7 @@ class OnnxVoice:
 
     def synthesize(self, text: str, language: str = "ZH", *, pause: float = 0.2, **kwargs) -> np.ndarray:
         """All sentences of `stream` joined with `pause` seconds of silence. Raises KoeError as `stream`."""
-        gap = np.zeros(int(round(max(pause, 0.0) * self.sampling_rate)), dtype=np.float32)
-        parts: list[np.ndarray] = []
-        for _sentence, audio in self.stream(text, language, **kwargs):
-            if parts:
-                parts.append(gap)
-            parts.append(audio)
-        if not parts:
-            raise KoeError("the text has nothing to pronounce", fix="type words in the chosen language")
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        from vits.audio import join_with_pauses
+
+        pieces = (audio for _sentence, audio in self.stream(text, language, **kwargs))
+        return join_with_pauses(pieces, self.sampling_rate, pause)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vits import checkpoints as ck
+from vits.audio import join_with_pauses
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
@@ -329,17 +330,10 @@ class Voice:
         Same arguments as `stream`. Returns float32 mono audio at `sampling_rate`.
         Raises KoeError as `stream` does, or when no sentence produced speech.
         """
-        gap = np.zeros(int(round(max(pause, 0.0) * self.sampling_rate)), dtype=np.float32)
-        parts: list[np.ndarray] = []
-        for _sentence, audio in self.stream(text, language, speaker=speaker, bert=bert, sdp_ratio=sdp_ratio,
-                                            noise_scale=noise_scale, noise_scale_w=noise_scale_w,
-                                            length_scale=length_scale, seed=seed, user_dict=user_dict):
-            if parts:
-                parts.append(gap)
-            parts.append(audio)
-        if not parts:
-            raise KoeError("the text has nothing to pronounce", fix="type words in the chosen language")
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        pieces = (audio for _sentence, audio in self.stream(
+            text, language, speaker=speaker, bert=bert, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
+            noise_scale_w=noise_scale_w, length_scale=length_scale, seed=seed, user_dict=user_dict))
+        return join_with_pauses(pieces, self.sampling_rate, pause)
 
     def _join_segments(self, segments, reals):
         """Per-segment ids, blanks and BERT (`reals`, + filler noise), joined with Bert-VITS2's skips."""
