@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="numba/BLAS threads (default 1)")
     a = parser.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(a.threads))
-    from vits.prep.audio import resample
+    from prep.audio import resample
 
     base_name, base_fn = baseline()
     ours = {"soxr VHQ (ours, default)": lambda x, o, n: resample(x.astype(np.float32), o, n, "VHQ"),

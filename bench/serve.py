@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     import torch
     import uvicorn
 
-    from pipeline.serve import create_app
-    from pipeline.settings import load_settings
+    from server.app import create_app
+    from settings import load_settings
 
     torch.set_num_threads(args.threads)
     shared = Path(os.environ.get("KOE_SHARED", REPO.parent / "shared"))

@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    from vits.prep.audio import load_audio
-    from vits.prep.slicing import load_vad, slice_voice, speech_probabilities
+    from prep.audio import load_audio
+    from prep.slicing import load_vad, slice_voice, speech_probabilities
 
     with tempfile.TemporaryDirectory() as tmp:
         voice = Path(tmp) / "bench"

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     import torch
     from helpers_audio import espeak_audio, make_tiny_whisper, with_silence
 
-    from vits.prep.transcribe import TranscribeOptions, load_whisper, resolve_device, transcribe_voice
+    from prep.transcribe import TranscribeOptions, load_whisper, resolve_device, transcribe_voice
 
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:

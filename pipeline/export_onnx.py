@@ -3,7 +3,7 @@
 Writes emb/enc_p/sdp/dp/flow/dec graphs and koe_onnx.json (default: Data/<voice>/onnx/), then checks that
 onnxruntime reproduces torch on a short random input. Re-running with the same checkpoint does nothing
 (use --force to rewrite). The exported folder runs with `vits.onnx_runtime` (no torch needed) and can be
-served with `python -m pipeline.serve --model Data/<voice>/onnx`.
+served with `python -m server --model Data/<voice>/onnx`.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _parse_args(argv):
 
 
 def _model_dirs(args) -> tuple[dict[str, Path], str]:
-    from pipeline.settings import load_settings
+    from settings import load_settings
 
     settings = load_settings(args.config)
     dirs = dict(settings.bert)

@@ -15,8 +15,9 @@ import time
 
 from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
 from vits.errors import KoeError
-from vits.prep.ingest import ingest
-from vits.prep.layout import INGEST, write_json
+from prep.ingest import ingest
+from vits.fileio import write_json
+from vits.voice_folder import INGEST
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def voice_path(arg: str, must_exist: bool = True) -> Path:
     """A voice given as a folder path (Data/<voice>) or as a bare name under the configured data root."""
     p = Path(arg)
     if not (p.exists() or "/" in arg or os.sep in arg):
-        from pipeline.settings import load_settings
+        from settings import load_settings
 
         p = load_settings().voice_dir(arg)
     if must_exist and not p.is_dir():

@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from pipeline.prepare import finish, progress_printer, run_cli, voice_path
-from vits.prep.layout import REPORT_TXT
-from vits.prep.report import write_report
+from vits.voice_folder import REPORT_TXT
+from prep.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import sys
 
 from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
 from vits.errors import KoeError
-from vits.prep.resample import resample_voice
+from prep.resample import resample_voice
 
 
 def main(argv: list[str] | None = None) -> int:

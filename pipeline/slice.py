@@ -14,8 +14,8 @@ import sys
 
 from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
 from vits.errors import KoeError
-from vits.prep.layout import RAW
-from vits.prep.slicing import SliceOptions, slice_voice
+from vits.voice_folder import RAW
+from prep.slicing import SliceOptions, slice_voice
 
 
 def main(argv: list[str] | None = None) -> int:

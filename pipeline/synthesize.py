@@ -78,7 +78,7 @@ def run(args) -> Path:
     """Load the voice, synthesize, write the file; returns the output path. Raises KoeError."""
     import numpy as np
 
-    from pipeline.settings import load_settings
+    from settings import load_settings
     from vits.synthesis import Voice
 
     settings = load_settings()

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
-from vits.prep.lists import TextOptions, build_filelists
+from prep.lists import TextOptions, build_filelists
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def _print(line: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.settings import load_settings
+    from settings import load_settings
     from vits.trainer import DataProblems, TrainOptions, train
 
     rank = int(os.environ.get("RANK", "0"))

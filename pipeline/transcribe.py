@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
-from vits.prep.transcribe import TranscribeOptions, transcribe_voice
+from prep.transcribe import TranscribeOptions, transcribe_voice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
 
     def body() -> int:
-        from pipeline.settings import load_settings
+        from settings import load_settings
 
         limit_threads()
         settings = load_settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline.settings import Settings, load_settings
+from settings import Settings, load_settings
 from studio.jobs import JobRunner
 from studio.tabs import Context, error_text
 from studio.voices import create_voice, list_voices

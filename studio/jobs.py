@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.settings import REPO_ROOT, Settings
+from settings import REPO_ROOT, Settings
 from vits.config import write_text_atomic
 from vits.errors import KoeError
 from vits.progress import parse_progress

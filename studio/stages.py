@@ -115,7 +115,7 @@ def export_onnx(voice_dir: Path, checkpoint: str | None = None) -> Command:
 
 
 def download(what: str, endpoint: str | None = None) -> Command:
-    """Model downloads (base model, BERTs, WavLM, Whisper) through `studio.download`."""
-    args = [PY, "-m", "studio.download", what]
+    """Model downloads (base model, BERTs, WavLM, Whisper) through `pipeline.download`."""
+    args = [PY, "-m", "pipeline.download", what]
     _opt(args, "--endpoint", endpoint)
     return Command(args, [])

@@ -13,10 +13,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from pipeline.settings import Settings
+from settings import Settings
 from vits.config import write_text_atomic
 from vits.errors import KoeError
-from vits.prep.layout import safe_name
+from vits.voice_folder import safe_name
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aiff", ".aif"}
 _STEP = re.compile(r"_(\d+)\.(pth|safetensors)$")

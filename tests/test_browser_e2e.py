@@ -66,7 +66,7 @@ class Studio:
 
     def stop(self) -> int:
         # Jobs outlive the studio by design (a restarted studio re-attaches); a test must not leave any.
-        from pipeline.settings import Settings
+        from settings import Settings
         from studio.jobs import JobRunner
 
         runner = JobRunner(Settings(root=self.root, data_root=self.root / "Data"), grace_s=5)

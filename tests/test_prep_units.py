@@ -12,13 +12,13 @@ import soundfile as sf
 
 from tests.helpers_audio import espeak_audio, have_espeak, with_silence, write_audio
 from vits.errors import KoeError
-from vits.prep.audio import load_audio, probe_audio, write_wav16
-from vits.prep.esd import LineProblem, parse_esd_line, read_esd_list, write_lines
-from vits.prep.ingest import ingest
-from vits.prep.lists import TextOptions, split_per_speaker, suggest_batch_size
-from vits.prep.report import sampler_drop_reason
-from vits.prep.slicing import SAMPLER_MAX_SECONDS, SliceOptions, group_regions, plan_clips, split_long
-from vits.prep.transcribe import TranscribeOptions, hallucination_flags, to_simplified
+from prep.audio import load_audio, probe_audio, write_wav16
+from vits.lists import LineProblem, parse_esd_line, read_esd_list, write_lines
+from prep.ingest import ingest
+from prep.lists import TextOptions, split_per_speaker, suggest_batch_size
+from prep.report import sampler_drop_reason
+from prep.slicing import SAMPLER_MAX_SECONDS, SliceOptions, group_regions, plan_clips, split_long
+from prep.transcribe import TranscribeOptions, hallucination_flags, to_simplified
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed")
 
@@ -227,7 +227,7 @@ def test_helpers_make_real_speech():
 @needs_espeak
 def test_reslicing_a_changed_recording_replaces_its_clips(tmp_path):
     from tests.helpers_audio import without_pauses
-    from vits.prep.slicing import slice_voice
+    from prep.slicing import slice_voice
 
     en, sr = espeak_audio("This recording changes between runs of the slicer.", "en")
     voice = tmp_path / "v"
@@ -246,7 +246,7 @@ def test_reslicing_a_changed_recording_replaces_its_clips(tmp_path):
 
 
 def test_list_paths_from_bert_vits2_datasets_resolve_inside_the_voice(tmp_path):
-    from vits.prep.layout import resolve_wav, safe_name
+    from vits.voice_folder import resolve_wav, safe_name
 
     voice = tmp_path / "Data" / "myvoice"
     (voice / "wavs" / "spk").mkdir(parents=True)

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-from pipeline.serve import create_app
-from pipeline.settings import load_settings
+from server.app import create_app
+from settings import load_settings
 from vits.checkpoints import save_checkpoint
 from vits.config import VoiceConfig
 from vits.models import build_generator

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.settings import load_settings
+from settings import load_settings
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.progress import ProgressMeter, format_progress, parse_progress

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings
+from settings import Settings
 from studio.jobs import CANCELLED, FAILED, FINISHED, RUNNING, JobRunner, failure_hint
 from vits.errors import KoeError
 

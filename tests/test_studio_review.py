@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.settings import Settings
+from settings import Settings
 from studio import review, stages
 from studio.app import launch, parse_auth
 from studio.voices import checkpoints, create_voice, import_uploads, model_card, newest_eval_audio, zip_voice

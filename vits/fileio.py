@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -47,3 +48,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 `text` (LF line ends) to `path` atomically and durably."""
     with atomic_path(path, durable=True) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="\n")
+
+
+def read_json(path: str | os.PathLike, default):
+    """Read a JSON state file; a missing or unreadable file yields `default` (state is rebuilt, not trusted)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write JSON atomically, UTF-8, human-readable."""
+    write_text_atomic(Path(path), json.dumps(data, ensure_ascii=False, indent=1) + "\n")

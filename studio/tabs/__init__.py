@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.settings import Settings
+from settings import Settings
 from studio.jobs import Job, JobRunner
 from vits.errors import KoeError
 

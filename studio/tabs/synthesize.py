@@ -18,7 +18,7 @@ import soundfile as sf
 from studio.tabs import Context, error_text
 from studio.voices import checkpoints, speakers
 from vits.errors import KoeError
-from vits.prep.layout import safe_name
+from vits.voice_folder import safe_name
 
 LANGS = ["ZH", "JP", "EN", "AUTO", "MIX"]
 _LOCK = threading.Lock()

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from vits.config import VoiceConfig, write_text_atomic
-from vits.prep.audio import TARGET_RATE, count_clipped, silence_ratio
-from vits.prep.esd import read_esd_list
-from vits.prep.layout import (
+from prep.audio import TARGET_RATE, count_clipped, silence_ratio
+from vits.lists import read_esd_list
+from vits.fileio import read_json, write_json
+from vits.voice_folder import (
     CONFIG,
     ESD_LIST,
     ESD_META,
@@ -27,9 +28,7 @@ from vits.prep.layout import (
     SLICES,
     TEXT_STATE,
     list_clips,
-    read_json,
     resolve_wav,
-    write_json,
 )
 
 BUCKET_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]  # spec §10.2, unit = file bytes // 1024

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from vits.config import VoiceConfig, write_text_atomic
 from vits.errors import KoeError
-from vits.prep.esd import read_esd_list
-from vits.prep.layout import CONFIG, ESD_LIST, FILELISTS, TEXT_STATE, read_json, resolve_wav, write_json
+from vits.lists import read_esd_list
+from vits.fileio import read_json, write_json
+from vits.voice_folder import CONFIG, ESD_LIST, FILELISTS, TEXT_STATE, resolve_wav
 
 MIN_VAL_CLIPS_SPEAKER = 5  # speakers with at least this many clips get a validation clip
 

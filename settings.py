@@ -10,7 +10,7 @@ import yaml
 
 from vits.errors import KoeError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO_ROOT / "config.yml"
 
 

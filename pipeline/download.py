@@ -1,6 +1,6 @@
 """Model downloads the studio starts as jobs (explicit only; nothing downloads at import or in tests).
 
-    python -m studio.download {base,bert,wavlm,whisper,models,all} [--endpoint https://hf-mirror.com] [--config config.yml]
+    python -m pipeline.download {base,bert,wavlm,whisper,models,all} [--endpoint https://hf-mirror.com] [--config config.yml]
 
 The endpoint (a Hugging Face mirror) comes from --endpoint, else config.yml `hub.endpoint`, else HF_ENDPOINT.
 Files land where config.yml says, so the stages find them without further settings.
@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipeline.settings import load_settings
+from settings import load_settings
 from vits.errors import KoeError
 from vits.progress import format_progress
 

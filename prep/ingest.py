@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from vits.errors import KoeError
-from vits.prep.audio import is_audio_file, probe_audio
-from vits.prep.layout import RAW, safe_name
+from prep.audio import is_audio_file, probe_audio
+from vits.voice_folder import RAW, safe_name
 
 Progress = Callable[[int, int, str], None]
 

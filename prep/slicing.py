@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vits.errors import KoeError
-from vits.prep.audio import (
+from prep.audio import (
     TARGET_RATE,
     count_clipped,
     frame_rms_db,
@@ -25,7 +25,8 @@ from vits.prep.audio import (
     resample,
     write_wav16,
 )
-from vits.prep.layout import RAW, SLICES, WAVS, clip_stem, file_stamp, read_json, speaker_for, write_json
+from vits.fileio import read_json, write_json
+from vits.voice_folder import RAW, SLICES, WAVS, clip_stem, file_stamp, speaker_for
 
 VAD_RATE = 16000
 VAD_WINDOW = 512  # samples at 16 kHz per silero-vad decision (32 ms)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vits.errors import KoeError
-from vits.prep.audio import TARGET_RATE, conform_clip, probe_audio
-from vits.prep.layout import RESAMPLE, WAVS, file_stamp, list_clips, read_json, write_json
+from prep.audio import TARGET_RATE, conform_clip, probe_audio
+from vits.fileio import read_json, write_json
+from vits.voice_folder import RESAMPLE, WAVS, file_stamp, list_clips
 
 
 def _needs_work(path: Path, settings: dict) -> bool:

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from vits.errors import KoeError
-from vits.prep.audio import load_audio
-from vits.prep.esd import read_esd_list, write_lines
-from vits.prep.layout import ESD_LIST, ESD_META, list_clips, read_json, write_json
+from prep.audio import load_audio
+from vits.lists import read_esd_list, write_lines
+from vits.fileio import read_json, write_json
+from vits.voice_folder import ESD_LIST, ESD_META, list_clips
 
 WHISPER_TO_LANG = {"zh": "ZH", "ja": "JP", "en": "EN"}
 EXCLUDING_FLAGS = frozenset({"empty", "no_speech", "repetition", "high_compression", "text_too_long",

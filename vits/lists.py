@@ -1,0 +1,217 @@
+"""The list files of a voice, read and written here only (spec §7.4, §7.8).
+
+- `esd.list`: one `wav|speaker|LANG|text` line per clip (the transcription, hand-editable).
+- `filelists/train.list`, `val.list`: the cleaned 7-field lines
+  `wav|speaker|LANG|norm_text|phones|tones|word2ph` the trainer and the feature stage read.
+- `<clip>.bert.pt` / `<clip>.spec.pt`: the feature files that belong to a clip's wav.
+
+Reading esd.list is lenient line by line: a bad line becomes a LineProblem naming its number and the fix,
+and the other lines are kept. Cleaned lines are strict: a bad one raises KoeError with `file:line`.
+Replacing a list that a user may have edited always keeps a copy in the voice's `backups/` first
+(UTC timestamps, never overwriting an older copy).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vits.errors import KoeError
+from vits.fileio import write_text_atomic
+from vits.voice_folder import BACKUPS, resolve_path
+
+LANGUAGES = ("ZH", "JP", "EN")
+# The spellings people (and other tools' lists) use for the three languages.
+_LANG_ALIASES = {"ZH": "ZH", "JP": "JP", "EN": "EN", "JA": "JP", "CN": "ZH", "ZH-CN": "ZH", "ZH_CN": "ZH"}
+
+
+def normalize_language(value: str) -> str | None:
+    """ZH/JP/EN for the spellings people use (zh, ja, JA, cn, zh-CN ...), or None."""
+    return _LANG_ALIASES.get(value.strip().upper())
+
+
+@dataclass
+class EsdEntry:
+    """One valid line: wav path as written, speaker, language (ZH/JP/EN), text."""
+
+    line_no: int
+    wav: str
+    speaker: str
+    language: str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.wav}|{self.speaker}|{self.language}|{self.text}"
+
+
+@dataclass
+class LineProblem:
+    """A line that could not be used, with why and how to fix it."""
+
+    line_no: int
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line_no}: {self.reason} ({self.text[:60]!r})"
+
+
+def parse_esd_line(raw: str, line_no: int) -> EsdEntry | LineProblem | None:
+    """Parse one line. Returns an EsdEntry, a LineProblem, or None for blank/comment lines."""
+    line = raw.strip().lstrip("\ufeff")
+    if not line or line.startswith("#"):
+        return None
+    if "\ufffd" in line:
+        return LineProblem(line_no, line, "not valid UTF-8: save the list as UTF-8")
+    fields = line.split("|")
+    if len(fields) != 4:
+        return LineProblem(line_no, line, f"expected 4 fields wav|speaker|LANG|text, found {len(fields)} "
+                                          "(the text may not contain '|')")
+    wav, speaker, lang, text = (f.strip() for f in fields)
+    if not wav:
+        return LineProblem(line_no, line, "empty wav path")
+    if not speaker:
+        return LineProblem(line_no, line, "empty speaker name")
+    language = normalize_language(lang)
+    if language is None:
+        return LineProblem(line_no, line, f"unknown language {lang!r}: use ZH, JP or EN")
+    if not text:
+        return LineProblem(line_no, line, "empty text: transcribe the clip or delete the line")
+    return EsdEntry(line_no, wav, speaker, language, text)
+
+
+def read_esd_list(path: str | Path) -> tuple[list[EsdEntry], list[LineProblem]]:
+    """Read an esd.list. Returns (valid entries in file order, problems). A missing file reads as empty."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    entries, problems = [], []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for n, raw in enumerate(text.splitlines(), 1):
+        item = parse_esd_line(raw, n)
+        if isinstance(item, EsdEntry):
+            entries.append(item)
+        elif isinstance(item, LineProblem):
+            problems.append(item)
+    return entries, problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# cleaned lists (train.list / val.list)
+
+
+@dataclass
+class CleanedLine:
+    """One cleaned list line (spec §7.4); `wav` as written in the file."""
+
+    wav: str
+    speaker: str
+    language: str
+    text: str
+    phones: list[str]
+    tones: list[int]
+    word2ph: list[int]
+
+    def line(self) -> str:
+        return "|".join([self.wav, self.speaker, self.language, self.text, " ".join(self.phones),
+                         " ".join(str(t) for t in self.tones), " ".join(str(w) for w in self.word2ph)])
+
+
+def parse_cleaned_line(line: str, where: str) -> CleanedLine:
+    """Parse one 7-field cleaned line. Raises KoeError (with `where`) on a wrong field count or bad numbers."""
+    fields = line.rstrip("\r\n").split("|")
+    if len(fields) != 7:
+        raise KoeError(f"expected 7 '|'-separated fields, found {len(fields)}", where=where,
+                       fix="use wav|speaker|LANG|text|phones|tones|word2ph (re-run python -m pipeline.text)")
+    wav, speaker, language, text, phones, tones, word2ph = fields
+    try:
+        tone_list = [int(t) for t in tones.split()]
+        w2p_list = [int(w) for w in word2ph.split()]
+    except ValueError:
+        raise KoeError("tones and word2ph must be space-separated integers", where=where,
+                       fix="re-run the text stage (python -m pipeline.text)") from None
+    return CleanedLine(wav.strip(), speaker, normalize_language(language) or language.strip(), text,
+                       phones.split(), tone_list, w2p_list)
+
+
+def read_cleaned_lines(path: str | Path) -> list[tuple[str, str]]:
+    """The non-blank lines of a cleaned list as (`file:line`, line). Raises KoeError for a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise KoeError("list file not found", where=str(path),
+                       fix="run the text stage (python -m pipeline.text) to write the filelists")
+    return [(f"{path}:{n}", line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if line.strip()]
+
+
+def read_cleaned_list(path: str | Path) -> list[tuple[str, CleanedLine]]:
+    """Every line of a cleaned list as (`file:line`, CleanedLine). Raises KoeError on a missing file or bad line."""
+    return [(where, parse_cleaned_line(line, where)) for where, line in read_cleaned_lines(path)]
+
+
+def list_wav_path(voice_dir: str | Path, wav: str) -> Path:
+    """The wav a list line names: absolute as is, else relative to the voice folder."""
+    return resolve_path(Path(voice_dir), wav)
+
+
+# ---------------------------------------------------------------------------------------------------
+# feature files of a clip
+
+
+def _stem(wav: Path) -> str:
+    name = Path(wav).name
+    return name[:-4] if name.lower().endswith(".wav") else name
+
+
+def bert_path(wav: str | Path) -> Path:
+    """`clip.wav` -> `clip.bert.pt` beside it (spec §7.8, `.WAV` treated like `.wav`)."""
+    wav = Path(wav)
+    return wav.with_name(_stem(wav) + ".bert.pt")
+
+
+def spec_path(wav: str | Path) -> Path:
+    """`clip.wav` -> `clip.spec.pt` beside it (spec §8)."""
+    wav = Path(wav)
+    return wav.with_name(_stem(wav) + ".spec.pt")
+
+
+# ---------------------------------------------------------------------------------------------------
+# writing
+
+
+def backup_file(path: str | Path) -> Path | None:
+    """Copy `path` to `backups/<name>.<UTC timestamp>.bak` in its folder, never overwriting a backup.
+
+    For `Data/<voice>/esd.list` that is `Data/<voice>/backups/`. Returns the copy (None: no file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    folder = path.parent / BACKUPS
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target, n = folder / f"{path.name}.{stamp}.bak", 1
+    while target.exists():
+        n += 1
+        target = folder / f"{path.name}.{stamp}-{n}.bak"
+    shutil.copy2(path, target)
+    return target
+
+
+def write_lines(path: str | Path, lines: list[str], backup: bool = True) -> Path | None:
+    """Write list lines atomically. When the file exists with different content, back it up first.
+
+    Returns the backup path, or None when nothing was backed up.
+    """
+    path = Path(path)
+    content = "".join(line + "\n" for line in lines)
+    saved = None
+    if path.is_file():
+        if path.read_bytes() == content.encode("utf-8"):
+            return None
+        if backup:
+            saved = backup_file(path)
+    write_text_atomic(path, content)
+    return saved
