@@ -29,6 +29,7 @@ from settings import REPO_ROOT, Settings
 from vits.config import write_text_atomic
 from vits.errors import KoeError
 from vits.progress import parse_progress
+from vits.voice_folder import LOGS
 
 RUNNING, FINISHED, FAILED, CANCELLED = "running", "finished", "failed", "cancelled"
 TAIL_LINES = 40
@@ -235,7 +236,7 @@ class JobRunner:
         """Where a voice's job logs live (``Data/<voice>/logs``); voice-less jobs use ``Data/.studio/logs``."""
         if voice is None:
             return self.settings.data_root / ".studio" / "logs"
-        return self.settings.voice_dir(voice) / "logs"
+        return self.settings.voice_dir(voice) / LOGS
 
     def _base_dir(self, job: Job) -> Path:
         return self.settings.voice_dir(job.voice) if job.voice else self.settings.data_root
@@ -313,7 +314,7 @@ class JobRunner:
         if voice is not None:
             return sorted(self.logs_dir(voice).glob("*.job.json"))
         root = self.settings.data_root
-        return sorted(root.glob("*/logs/*.job.json")) + sorted((root / ".studio" / "logs").glob("*.job.json"))
+        return sorted(root.glob(f"*/{LOGS}/*.job.json")) + sorted((root / ".studio" / "logs").glob("*.job.json"))
 
     def jobs(self, voice: str | None = None, stage: str | None = None) -> list[Job]:
         """All known jobs (of `voice` / `stage` if given), refreshed, newest first."""

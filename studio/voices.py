@@ -16,10 +16,21 @@ from pathlib import Path
 from settings import Settings
 from vits.config import write_text_atomic
 from vits.errors import KoeError
-from vits.voice_folder import safe_name
+from vits.lists import read_esd_list
+from vits.voice_folder import (
+    CONFIGS,
+    ESD_LIST,
+    EXPORT,
+    LOGS,
+    MODELS,
+    RAW,
+    WAVS,
+    config_path,
+    generator_files,
+    safe_name,
+)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aiff", ".aif"}
-_STEP = re.compile(r"_(\d+)\.(pth|safetensors)$")
 
 
 def list_voices(settings: Settings) -> list[str]:
@@ -37,7 +48,7 @@ def create_voice(settings: Settings, name: str) -> Path:
         raise KoeError(f"invalid voice name {name!r}",
                        fix="use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'")
     voice_dir = settings.voice_dir(name)
-    for sub in ("raw", "wavs", "logs", "models", "configs"):
+    for sub in (RAW, WAVS, LOGS, MODELS, CONFIGS):
         (voice_dir / sub).mkdir(parents=True, exist_ok=True)
     return voice_dir
 
@@ -66,7 +77,7 @@ def import_uploads(settings: Settings, voice: str, files: list[str | Path], spea
     not audio, or whose names would escape the folder, are skipped. Raises KoeError if nothing usable came.
     """
     voice_dir = settings.voice_dir(voice)
-    raw = voice_dir / "raw"
+    raw = voice_dir / RAW
     default_speaker = safe_name(speaker or voice)
     added: list[str] = []
     for item in files or []:
@@ -87,7 +98,7 @@ def import_uploads(settings: Settings, voice: str, files: list[str | Path], spea
 
 
 def _import_zip(voice_dir: Path, src: Path, speaker: str | None) -> list[str]:
-    raw = voice_dir / "raw"
+    raw = voice_dir / RAW
     added = []
     try:
         archive = zipfile.ZipFile(src)
@@ -109,20 +120,13 @@ def _import_zip(voice_dir: Path, src: Path, speaker: str | None) -> list[str]:
     return added
 
 
-def checkpoints(voice_dir: Path) -> list[tuple[int, Path]]:
-    """Generator checkpoints ``models/G_<step>.pth`` of a voice as (step, path), newest step first."""
-    models = Path(voice_dir) / "models"
-    found = []
-    for path in models.glob("G_*"):
-        match = _STEP.search(path.name)
-        if match and path.is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found, key=lambda sp: sp[0], reverse=True)
+# The Synthesize tab imports this name until it lists through vits.voice_folder itself.
+checkpoints = generator_files
 
 
-def speakers(voice_dir: Path, config_path: Path | None = None) -> list[str]:
+def speakers(voice_dir: Path, config: Path | None = None) -> list[str]:
     """Speaker names from the voice's config.json (spk2id), in id order; [] when there is none."""
-    path = config_path or Path(voice_dir) / "configs" / "config.json"
+    path = config or config_path(voice_dir)
     try:
         spk2id = json.loads(Path(path).read_text(encoding="utf-8")).get("data", {}).get("spk2id", {})
     except (OSError, ValueError):
@@ -135,7 +139,7 @@ def clip_durations(voice_dir: Path) -> list[float]:
     import soundfile as sf
 
     lengths = []
-    for path in sorted((Path(voice_dir) / "wavs").rglob("*.wav")):
+    for path in sorted((Path(voice_dir) / WAVS).rglob("*.wav")):
         try:
             info = sf.info(str(path))
         except RuntimeError:
@@ -146,7 +150,7 @@ def clip_durations(voice_dir: Path) -> list[float]:
 
 def newest_eval_audio(voice_dir: Path) -> tuple[Path, int | None] | None:
     """The newest wav under ``logs/eval/`` and the training step in its name (or folder), or None."""
-    root = Path(voice_dir) / "logs" / "eval"
+    root = Path(voice_dir) / LOGS / "eval"
     wavs = [p for p in root.rglob("*.wav") if p.is_file()] if root.is_dir() else []
     # The trainer writes logs/eval/step_<step>/<i>_sdp0.wav, _sdp1.wav and the ground truth _gt.wav.
     generated = [p for p in wavs if not p.stem.endswith("_gt")] or wavs
@@ -170,13 +174,9 @@ def model_card(voice_dir: Path, step: int | None) -> str:
     voice_dir = Path(voice_dir)
     minutes = sum(clip_durations(voice_dir)) / 60
     languages, speaker_names = set(), set()
-    esd = voice_dir / "esd.list"
-    if esd.is_file():
-        for line in esd.read_text(encoding="utf-8").splitlines():
-            parts = line.split("|")
-            if len(parts) >= 4:
-                speaker_names.add(parts[1])
-                languages.add(parts[2])
+    for entry in read_esd_list(voice_dir / ESD_LIST)[0]:
+        speaker_names.add(entry.speaker)
+        languages.add(entry.language)
     speaker_names = speakers(voice_dir) or sorted(speaker_names)
     return "\n".join([
         f"# {voice_dir.name}",
@@ -200,11 +200,11 @@ def model_card(voice_dir: Path, step: int | None) -> str:
 def zip_voice(voice_dir: Path, release: Path, step: int | None) -> Path:
     """Zip a release generator, config.json and a model card into ``export/<voice>-<date>.zip``; returns it."""
     voice_dir = Path(voice_dir)
-    out_dir = voice_dir / "export"
+    out_dir = voice_dir / EXPORT
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{voice_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
     tmp = target.with_suffix(".zip.tmp")
-    config = voice_dir / "configs" / "config.json"
+    config = config_path(voice_dir)
     if not config.is_file():
         raise KoeError("the voice has no configs/config.json", where=str(voice_dir),
                        fix="run Preprocess first")

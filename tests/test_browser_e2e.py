@@ -308,7 +308,7 @@ def test_end_to_end_from_uploads_to_speech(tmp_path, browser, shared_dir):
         wait_text(page, "review-status", "Saved", 60)
         saved = (voice_dir / "esd.list").read_text(encoding="utf-8")
         assert all(sentence in saved for sentence in SENTENCES), saved
-        assert list((voice_dir / "logs").glob("esd.list.*.bak"))
+        assert list((voice_dir / "backups").glob("esd.list.*.bak"))
         page.locator('#review-table [data-testid="cell-0-4"]').click()
         assert "phones:" in wait_text(page, "g2p", "phones:")
         shot(page, "e2e-1-dataset")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vits.errors import KoeError
 from vits.fileio import write_text_atomic
 from vits.symbols import SYMBOLS
+from vits.voice_folder import TRAIN_LIST, VAL_LIST
 
 
 class _Section(BaseModel):
@@ -49,8 +50,8 @@ class TrainConfig(_Section):
 
 
 class DataConfig(_Section):
-    training_files: str = "filelists/train.list"
-    validation_files: str = "filelists/val.list"
+    training_files: str = TRAIN_LIST
+    validation_files: str = VAL_LIST
     max_wav_value: float = 32768.0
     sampling_rate: int = 44100
     filter_length: int = 2048

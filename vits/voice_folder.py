@@ -10,6 +10,8 @@ resample.json            which clips the resample stage conformed (resume state)
 filelists/               train.list, val.list, text_state.json
 configs/config.json      VoiceConfig
 models/                  G_<step>.pth, D_, DUR_, WD_ (training), G_0.pth... (base model), release files
+export/                  release generators and zips made by the Export tab
+onnx/                    ONNX graphs + metadata (python -m pipeline.export_onnx)
 logs/                    TensorBoard events, eval audio, job logs
 backups/                 timestamped copies of lists replaced by a stage or an edit
 report.json/.txt         health report
@@ -44,6 +46,8 @@ MODELS = "models"
 LOGS = "logs"
 BACKUPS = "backups"
 TRASH = "trash"
+EXPORT = "export"
+ONNX = "onnx"
 USERDICT = "userdict.txt"
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"

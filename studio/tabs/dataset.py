@@ -8,6 +8,7 @@ from studio import review, stages
 from studio.tabs import Context, error_text
 from studio.voices import import_uploads, read_text, save_text_with_backup
 from vits.errors import KoeError
+from vits.voice_folder import RAW
 
 STAGES = {"ingest", "slice", "transcribe"}
 
@@ -75,7 +76,7 @@ def build(ctx: Context) -> None:
     # ------------------------------------------------------------------------------------- handlers
     def raw_summary(voice):
         try:
-            raw = ctx.voice_dir(voice) / "raw"
+            raw = ctx.voice_dir(voice) / RAW
         except KoeError:
             return ""
         files = [p for p in raw.rglob("*") if p.is_file()] if raw.is_dir() else []

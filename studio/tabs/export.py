@@ -8,8 +8,9 @@ import gradio as gr
 
 from studio import stages
 from studio.tabs import Context, error_text
-from studio.voices import checkpoints, zip_voice
+from studio.voices import zip_voice
 from vits.errors import KoeError
+from vits.voice_folder import EXPORT, generator_files
 
 
 def build(ctx: Context) -> None:
@@ -30,7 +31,7 @@ def build(ctx: Context) -> None:
 
     def refresh(voice):
         try:
-            found = checkpoints(ctx.voice_dir(voice))
+            found = generator_files(ctx.voice_dir(voice))
         except KoeError:
             found = []
         choices = [(f"{p.name} — step {s}", str(p)) for s, p in found]
@@ -47,7 +48,7 @@ def build(ctx: Context) -> None:
             raise KoeError("the checkpoint is not part of this voice", where=g_path)
         step = checkpoint_step(g)
         suffix = ".safetensors" if st else ".pth"
-        out = voice_dir / "export" / f"G_{step}{'_fp16' if half else ''}{suffix}"
+        out = voice_dir / EXPORT / f"G_{step}{'_fp16' if half else ''}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         export_release(g, out, fp16=bool(half), safetensors=bool(st))
         return out, step

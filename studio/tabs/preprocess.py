@@ -14,6 +14,7 @@ from studio.tabs import Context, error_text, unchanged_skip
 from studio.voices import clip_durations, read_text
 from vits.config import VoiceConfig
 from vits.errors import KoeError
+from vits.voice_folder import config_path
 
 STAGES = {"prepare", "resample", "text", "features", "report", "fix"}
 
@@ -123,7 +124,7 @@ def build(ctx: Context) -> None:
             if kind == "chain":
                 return ctx.runner.status_text(ctx.start(voice, "fix", stages.prepare(voice_dir, arg)))
             if kind == "batch":
-                path = voice_dir / "configs" / "config.json"
+                path = config_path(voice_dir)
                 cfg = VoiceConfig.load(path)
                 cfg.train.batch_size = int(arg)
                 cfg.save(path)

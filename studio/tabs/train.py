@@ -13,9 +13,10 @@ from studio import stages
 from studio.jobs import RUNNING, format_progress_text
 from studio.scalars import ScalarReader
 from studio.tabs import Context, error_text, unchanged_skip
-from studio.voices import checkpoints, newest_eval_audio
+from studio.voices import newest_eval_audio
 from vits.config import VoiceConfig
 from vits.errors import KoeError
+from vits.voice_folder import CONFIG, LOGS, config_path, generator_files
 
 STAGES = {"train", "download"}
 BASE_AUTO = "automatic: the base model if downloaded, else from scratch"
@@ -139,9 +140,9 @@ def build(ctx: Context) -> None:
         return str(folder)
 
     def write_config(voice_dir, b, ep, steps, ev, lg, rate, use_bf16, frozen):
-        path = voice_dir / "configs" / "config.json"
+        path = config_path(voice_dir)
         if not path.is_file():
-            raise KoeError("the voice has no configs/config.json", where=str(voice_dir),
+            raise KoeError(f"the voice has no {CONFIG}", where=str(voice_dir),
                            fix="run the Preprocess tab first")
         cfg = VoiceConfig.load(path)
         t = cfg.train
@@ -160,10 +161,10 @@ def build(ctx: Context) -> None:
         try:
             voice_dir = ctx.voice_dir(voice)
             write_config(voice_dir, b, ep, steps, ev, lg, rate, use_bf16, frozen)
-            if resume and not checkpoints(voice_dir):
+            if resume and not generator_files(voice_dir):
                 raise KoeError("nothing to resume: the voice has no checkpoint yet", fix="press Start")
             # Resuming continues from the voice's own checkpoints; the base model only seeds a fresh run.
-            base_model = None if resume or checkpoints(voice_dir) else base_arg(choice, folder)
+            base_model = None if resume or generator_files(voice_dir) else base_arg(choice, folder)
             command = stages.train(voice_dir, int(n), base_model, no_wavlm=not use_wavlm)
             job = ctx.start(voice, "train", command)
             return ctx.runner.status_text(job)
@@ -211,7 +212,7 @@ def build(ctx: Context) -> None:
             bar = progress_html(None, job.status) + f'<div>{html.escape(format_progress_text(prog))}</div>'
         tail = "\n".join(ctx.runner.tail(job, 30)) if job else ""
 
-        reader = ctx.caches.setdefault(("scalars", voice), ScalarReader(voice_dir / "logs" / "tensorboard"))
+        reader = ctx.caches.setdefault(("scalars", voice), ScalarReader(voice_dir / LOGS / "tensorboard"))
         plot, latest = gr.skip(), gr.skip()
         if reader.refresh() or seen_state.get("voice") != voice:
             rows = reader.loss_rows()
