@@ -183,18 +183,21 @@ def failure_hint(lines: list[str], settings: Settings | None = None) -> str | No
         (r"(bert|roberta|deberta)[^\n]*(not found|missing|does not exist|no such file|is not a folder)|"
          r"(not found|missing)[^\n]*(bert|roberta|deberta)",
          "A BERT model folder is missing: put the three BERT models where config.yml says "
-         f"({bert or 'models/bert/<name>'}) or press 'Download models' in the Train tab."),
+         f"({bert or 'models/bert/<name>'}), press 'Download BERT + WavLM' in the Train tab, or run "
+         "python -m pipeline.download bert."),
         (r"wavlm[^\n]*(not found|missing|does not exist|no such file)|(not found|missing)[^\n]*wavlm",
          "The WavLM model folder is missing: put microsoft/wavlm-base-plus at "
          f"{folder(settings.wavlm if settings else None, 'models/slm/wavlm-base-plus')} "
-         "or press 'Download models' in the Train tab."),
+         "press 'Download BERT + WavLM' in the Train tab, or run python -m pipeline.download wavlm."),
         (r"base model[^\n]*(not found|missing|does not exist)|(not found|missing)[^\n]*base model",
-         "The base model is missing: download it in the Train tab (a mirror can be chosen) or put "
+         "The base model is missing: press 'Download base model' in the Train tab (a mirror can be chosen), "
+         "run python -m pipeline.download base, or put "
          f"G_0.pth/D_0.pth/DUR_0.pth/WD_0.pth in "
          f"{folder(settings.base_model_folder if settings else None, 'models/base/bert-vits2-2.3')}."),
         (r"whisper[^\n]*(not found|missing|does not exist)",
          "The Whisper model is missing: put the .pt file in "
-         f"{folder(settings.whisper_root if settings else None, 'models/whisper')} or pick a smaller model."),
+         f"{folder(settings.whisper_root if settings else None, 'models/whisper')}, run "
+         "python -m pipeline.download whisper, or pick a smaller model."),
         (r"No space left on device",
          "The disk is full: delete old checkpoints in Data/<voice>/models or move Data to a larger disk "
          "(--root)."),

@@ -211,7 +211,7 @@ def test_missing_wavlm_folder_says_where_and_how(tmp_path):
         WavLMFeatures(tmp_path / "slm" / "wavlm-base-plus")
     text = str(err.value)
     assert str(tmp_path / "slm" / "wavlm-base-plus") in text
-    assert "microsoft/wavlm-base-plus" in text and "download_wavlm" in text and "HF_ENDPOINT" in text
+    assert "microsoft/wavlm-base-plus" in text and "python -m pipeline.download wavlm" in text and "HF_ENDPOINT" in text
     (tmp_path / "empty").mkdir()
     with pytest.raises(KoeError, match="config.json"):
         WavLMFeatures(tmp_path / "empty")

@@ -75,9 +75,10 @@ def _missing_model_error(model_dir: Path, why: str) -> KoeError:
     return KoeError(
         f"WavLM model {why} (training needs {WAVLM_REPO} for the WavLM discriminator)",
         where=str(model_dir),
-        fix=(f"put the files of https://huggingface.co/{WAVLM_REPO} (config.json and the weights) in that "
-             f"folder, e.g. python -c \"from vits.wavlm import download_wavlm; download_wavlm('{model_dir}')\" "
-             "(set HF_ENDPOINT=https://hf-mirror.com or config.yml hub.endpoint to use a mirror)"),
+        fix=("download it with `python -m pipeline.download wavlm` (a mirror: add --endpoint "
+             "https://hf-mirror.com, or set HF_ENDPOINT / config.yml hub.endpoint), or put the files of "
+             f"https://huggingface.co/{WAVLM_REPO} (config.json and the weights) in that folder; "
+             "without WavLM, train with --no-wavlm"),
     )
 
 
