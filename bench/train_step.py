@@ -5,7 +5,7 @@
     wavlm-base-plus size (random weights: same compute, no download). Prints "skipped: no GPU" without CUDA.
 
 Each case builds a synthetic voice folder (sine clips, random BERT features) in a temp dir and times the
-real `vits.trainer.Trainer.train_step` on pre-collated batches (data loading is not part of the figure).
+real `vits.train.Trainer.train_step` on pre-collated batches (data loading is not part of the figure).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import soundfile
 import torch
 
 from vits.config import VoiceConfig
-from vits.trainer import Runtime, StopRequest, Trainer, TrainOptions
+from vits.train import Runtime, StopRequest, Trainer, TrainOptions
+from vits.voice_folder import config_path
 
 PHONES = "_ n i h ao sh ir j ie . _ d a j ia h ao , _".split()
 
@@ -62,7 +63,7 @@ def write_voice(root: Path, cfg: VoiceConfig, n_clips: int, seconds: tuple[float
     (voice / "filelists").mkdir(parents=True)
     (voice / "filelists" / "train.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (voice / "filelists" / "val.list").write_text(lines[0] + "\n", encoding="utf-8")
-    cfg.save(voice / "configs" / "config.json")
+    cfg.save(config_path(voice))
     return voice
 
 
@@ -85,11 +86,8 @@ def measure(cfg: VoiceConfig, device: str, batch: int, steps: int, warmup: int, 
         rt = Runtime(device=torch.device(device))
         trainer = Trainer(opts, rt, lambda _line: None, StopRequest())
         trainer.setup()
-        trainer._reset_accumulators()
-        trainer._streak = torch.zeros((), device=rt.device)
-        trainer._worst = torch.zeros((), device=rt.device)
-        trainer.sampler.set_epoch(1)
-        batches = list(trainer.loader)
+        trainer.data.sampler.set_epoch(1)
+        batches = list(trainer.data.loader)
         for i in range(warmup):
             trainer.train_step(batches[i % len(batches)])
         if rt.device.type == "cuda":
@@ -98,7 +96,7 @@ def measure(cfg: VoiceConfig, device: str, batch: int, steps: int, warmup: int, 
         t0 = time.perf_counter()
         for i in range(steps):
             trainer.train_step(batches[i % len(batches)])
-        trainer._acc.tolist()  # wait for the device
+        trainer.losses.sums.tolist()  # wait for the device
         elapsed = time.perf_counter() - t0
         if rt.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated() / 2**30

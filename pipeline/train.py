@@ -2,23 +2,23 @@
 
 Resumes automatically from the newest complete checkpoint in ``Data/<voice>/models/``; otherwise fine-tunes
 from base model files (``--base``, ``models/G_0.pth``..., or config.yml ``base_model.folder``) or starts
-from scratch. SIGTERM / Ctrl-C: finish the step, save, exit 0. Progress lines: see `vits.trainer` and
-docs/training.md.
+from scratch. SIGTERM / Ctrl-C: finish the step, save, exit 0. Progress lines: see `vits.train` and
+docs/training.md. Exit codes: 0 done, 1 failed (``error: ...`` on stderr), 2 usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from vits.errors import KoeError
+from pipeline import cli
+from vits.voice_folder import models_dir
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("voice", type=Path, help="the voice folder, e.g. Data/myvoice")
+def build_parser():
+    p = cli.parser("train", __doc__)
+    p.add_argument("voice", help=cli.VOICE_HELP)
     p.add_argument("--max-steps", type=int, default=None, help="stop (and save) after this global step")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default: config.json)")
     p.add_argument("--base", type=Path, default=None,
@@ -34,35 +34,35 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _train(args) -> int:
     from settings import load_settings
-    from vits.trainer import DataProblems, TrainOptions, train
+    from vits.train import DataProblems, TrainOptions, train
 
     rank = int(os.environ.get("RANK", "0"))
+    settings = load_settings()
+    wavlm = None if args.no_wavlm else (args.wavlm or settings.wavlm)
+    voice = cli.voice_path(args.voice).resolve()
+    base = args.base
+    if base is None and not any(models_dir(voice).glob("G_*.pth")) and \
+            (settings.base_model_folder / "G_0.pth").is_file():
+        base = settings.base_model_folder
+    opts = TrainOptions(voice_dir=voice, max_steps=args.max_steps, batch_size=args.batch_size, base=base,
+                        wavlm=wavlm, use_wavlm=not args.no_wavlm, device=args.device or settings.device,
+                        num_workers=args.num_workers)
     try:
-        settings = load_settings()
-        wavlm = None if args.no_wavlm else (args.wavlm or settings.wavlm)
-        base = args.base
-        voice = args.voice.resolve()
-        if base is None and not any((voice / "models").glob("G_*.pth")) and \
-                (settings.base_model_folder / "G_0.pth").is_file():
-            base = settings.base_model_folder
-        opts = TrainOptions(voice_dir=voice, max_steps=args.max_steps, batch_size=args.batch_size, base=base,
-                            wavlm=wavlm, use_wavlm=not args.no_wavlm,
-                            device=args.device or settings.device, num_workers=args.num_workers)
         result = train(opts, log=_print)
     except DataProblems as exc:
-        if rank == 0:
-            print(str(exc), file=sys.stderr, flush=True)
-        return 1
-    except KoeError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        # Every rank finds the same problems: rank 0 reports them.
+        return cli.error("train", str(exc)) if rank == 0 else 1
     if rank == 0:
         print(f"training finished at step {result.step} (epoch {result.epoch}, {result.reason})"
               + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""), flush=True)
     return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run("train", lambda: _train(args))
 
 
 if __name__ == "__main__":

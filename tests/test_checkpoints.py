@@ -14,6 +14,7 @@ from vits import checkpoints as ck
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.modules import weight_norm
+from vits.train.start import restore_optimizer, restore_scaler
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,7 +97,12 @@ def test_save_writes_bert_vits2_format_and_our_resume_fields(tmp_path):
     report = ck.load_weights(model2, path, kind="G")
     assert report.loaded == report.total and report.messages == []
     assert _same(model, model2)
-    epoch, step = ck.restore_training_state(path, optimizer=opt2, scheduler=sched2, scaler=scaler2, model=model2)
+    # The trainer's start point restores optimizer, LR schedule and GradScaler (vits.train.start).
+    saved = ck.read_checkpoint(path)
+    names = [n for n, _ in model2.named_parameters()]
+    assert restore_optimizer(opt2, sched2, saved, names, list(model2.parameters())) == []
+    assert restore_scaler(scaler2, saved) == []
+    epoch, step = ck.checkpoint_epoch_step(saved, path)
     assert (epoch, step) == (5, 1200)
     assert sched2.last_epoch == 1 and scaler2.get_scale() == 1024.0
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
@@ -108,7 +114,10 @@ def test_bert_vits2_file_without_our_fields(tmp_path):
     path = tmp_path / "G_800.pth"
     torch.save({"model": model.state_dict(), "iteration": 3, "optimizer": None, "learning_rate": 2e-4}, path)
     assert ck.checkpoint_epoch_step(ck.read_checkpoint(path), path) == (3, 800)
-    assert ck.restore_training_state(path, optimizer=None) == (3, 800)
+    opt = torch.optim.AdamW(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    assert restore_optimizer(opt, None, ck.read_checkpoint(path), names, list(model.parameters())) == [
+        "no optimizer state in the checkpoint: the optimizer starts fresh"]
     assert ck.checkpoint_step("/data/run2/models/DUR_42.pth") == 42
 
 

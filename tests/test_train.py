@@ -164,7 +164,7 @@ def test_finetune_from_base_with_other_speaker_count_and_freeze(env, tmp_path):
     from vits.checkpoints import save_checkpoint
     from vits.discriminators import build_discriminators
     from vits.models import build_generator
-    from vits.trainer import TrainOptions, train
+    from vits.train import TrainOptions, train
 
     # A base model for 2 speakers; no WD_0.pth (allowed: WD then trains from scratch).
     base_cfg = tiny_config(n_speakers=2)
@@ -208,7 +208,7 @@ def test_finetune_from_base_with_other_speaker_count_and_freeze(env, tmp_path):
 
 def test_missing_wavlm_folder_says_where_and_how(env, tmp_path):
     from vits.errors import KoeError
-    from vits.trainer import TrainOptions, train
+    from vits.train import TrainOptions, train
 
     with pytest.raises(KoeError) as err:
         train(TrainOptions(voice_dir=env["voice"], max_steps=1, wavlm=tmp_path / "nowhere", device="cpu"))
@@ -216,7 +216,7 @@ def test_missing_wavlm_folder_says_where_and_how(env, tmp_path):
 
 
 def test_overfitting_one_clip_halves_the_mel_loss(tmp_path):
-    from vits.trainer import TrainOptions, train
+    from vits.train import TrainOptions, train
 
     cfg = tiny_config(n_speakers=1)
     cfg.train.batch_size, cfg.train.log_interval, cfg.train.eval_interval = 1, 1, 100000
@@ -236,7 +236,7 @@ def test_overfitting_one_clip_halves_the_mel_loss(tmp_path):
 
 def test_ten_nonfinite_steps_in_a_row_stop_with_a_clear_message(tmp_path):
     from vits.errors import KoeError
-    from vits.trainer import TrainOptions, train
+    from vits.train import TrainOptions, train
 
     cfg = tiny_config(n_speakers=1)
     cfg.train.batch_size, cfg.train.log_interval, cfg.train.eval_interval = 1, 5, 100000

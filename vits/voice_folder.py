@@ -183,10 +183,16 @@ def list_checkpoints(folder: str | os.PathLike) -> dict[str, dict[int, Path]]:
     if not folder.is_dir():
         return found
     for entry in folder.iterdir():
-        named = _CHECKPOINT_NAME.match(entry.name)
+        named = checkpoint_name(entry.name)
         if named and entry.is_file():
-            found[named.group(1)][int(named.group(2))] = entry
+            found[named[0]][named[1]] = entry
     return found
+
+
+def checkpoint_name(name: str) -> tuple[str, int] | None:
+    """(kind, step) of a training checkpoint file name (``DUR_1000.pth`` -> ("DUR", 1000)), else None."""
+    found = _CHECKPOINT_NAME.match(name)
+    return (found.group(1), int(found.group(2))) if found else None
 
 
 def generator_step(path: str | os.PathLike) -> int | None:
