@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from vits.config import VoiceConfig
+    from vits.defaults import SYNTHESIS
     from vits.models import build_generator, prepare_for_inference
     from vits.onnx_export import attach_onnx_decoder, export_onnx
     from vits.onnx_runtime import OnnxSynthesizer
@@ -66,15 +67,16 @@ def main(argv=None) -> int:
         frames = float(torch.exp(model.dp(h, x_mask, g=g)).sum())
     length_scale = args.seconds * cfg.data.sampling_rate / cfg.data.hop_length / frames
     sdp_noise = torch.randn(1, 2, t, generator=gen)
+    knobs = dict(sdp_ratio=SYNTHESIS.sdp_ratio, noise_scale=SYNTHESIS.noise_scale,
+                 noise_scale_w=SYNTHESIS.noise_scale_w, length_scale=length_scale)
 
     with tempfile.TemporaryDirectory(prefix="koe-bench-onnx-") as tmp:
         t0 = time.perf_counter()
         export_onnx(model, cfg, tmp)
         export_s = time.perf_counter() - t0
         synth = OnnxSynthesizer(tmp, threads=args.threads)
-        _, attn = synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=3, sdp_ratio=0.5,
-                              noise_scale_w=0.9, length_scale=length_scale, sdp_noise=sdp_noise[0].numpy(),
-                              seed=0, return_attn=True)
+        _, attn = synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=3, **knobs,
+                              sdp_noise=sdp_noise[0].numpy(), seed=0, return_attn=True)
         t_y = attn.shape[0]  # frames: fixed by the SDP noise, so the prior noise can be drawn to size
         prior = torch.randn(1, t_y, cfg.model.inter_channels, generator=gen).transpose(1, 2)
 
@@ -86,14 +88,12 @@ def main(argv=None) -> int:
             torch.randn_like = lambda *a, **k: next(draws)
             try:
                 with torch.inference_mode():
-                    return model.infer(x, torch.tensor([t]), sid, tone, lang, *berts, noise_scale=0.6,
-                                       noise_scale_w=0.9, length_scale=length_scale, sdp_ratio=0.5)[0][0, 0].numpy()
+                    return model.infer(x, torch.tensor([t]), sid, tone, lang, *berts, **knobs)[0][0, 0].numpy()
             finally:
                 torch.randn, torch.randn_like = randn, randn_like
 
         def run_onnx():
-            return synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=3, sdp_ratio=0.5,
-                               noise_scale=0.6, noise_scale_w=0.9, length_scale=length_scale,
+            return synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=3, **knobs,
                                sdp_noise=sdp_noise[0].numpy(), prior_noise=prior[0].numpy())
 
         ref, got = run_torch(), run_onnx()

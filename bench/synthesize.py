@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/synthesize.py [--seconds 10] [--threads 2] [--repeat 2]
 
-Random weights (build_generator(VoiceConfig()), 61M parameters), ~10 s of audio at 44.1 kHz, web-UI knobs
-(sdp_ratio 0.5, noise 0.6, noise_w 0.9). "plain" is what Bert-VITS2's infer.py does: eval mode, torch.no_grad,
+Random weights (build_generator(VoiceConfig()), 61M parameters), ~10 s of audio at 44.1 kHz, the default
+knobs (vits.defaults.SYNTHESIS: sdp_ratio 0.5, noise 0.6, noise_w 0.9). "plain" is what Bert-VITS2's infer.py does: eval mode, torch.no_grad,
 weight norm recomputed on every call, 1-D convolutions, the C library's default malloc settings. "Voice" is
 vits.synthesis.Voice: weight norm folded, torch.inference_mode, the decoder run as channels-last 2-D
 convolutions, freed memory kept for reuse (keep_freed_memory). All variants draw the same random numbers in
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vits.config import VoiceConfig
+    from vits.defaults import SYNTHESIS
     from vits.models import build_generator
     from vits.symbols import intersperse
     from vits.synthesis import Voice, keep_freed_memory
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ids, tones, langs = intersperse(phones), [0] * (2 * n + 1), [0] * (2 * n + 1)
     t = len(ids)
     bert, ja_bert, en_bert = (torch.randn(1024, t, generator=gen) for _ in range(3))
-    knobs = dict(sdp_ratio=0.5, noise_scale=0.6, noise_scale_w=0.9)
+    knobs = dict(sdp_ratio=SYNTHESIS.sdp_ratio, noise_scale=SYNTHESIS.noise_scale,
+                 noise_scale_w=SYNTHESIS.noise_scale_w)
 
     def run_voice(v, length_scale, seed):
         return v.synthesize_phones(ids, tones, langs, bert, ja_bert, en_bert, speaker=0, blanked=True,

@@ -1,30 +1,35 @@
-"""Export a voice to ONNX: `python -m pipeline.export_onnx Data/<voice> [--checkpoint G_x.pth] [--out DIR]`.
+"""Export a trained voice as ONNX graphs for onnxruntime.
+
+    python -m pipeline.export_onnx Data/<voice> [--checkpoint G_x.pth] [--out DIR]
 
 Writes emb/enc_p/sdp/dp/flow/dec graphs and koe_onnx.json (default: Data/<voice>/onnx/), then checks that
 onnxruntime reproduces torch on a short random input. Re-running with the same checkpoint does nothing
 (use --force to rewrite). The exported folder runs with `vits.onnx_runtime` (no torch needed) and can be
 served with `python -m server --model Data/<voice>/onnx`.
+Exit status: 0 written or up to date, 1 failed (including a failed onnxruntime check), 2 usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from pipeline import cli
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.export_onnx",
-                                     description="Export a trained voice as ONNX graphs for onnxruntime.")
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or a G_<step>.pth file")
+STAGE = "export_onnx"
+
+
+def build_parser():
+    parser = cli.parser(STAGE, __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP + ", or a G_<step>.pth file")
     parser.add_argument("--checkpoint", default=None, help="G file to export (default: the newest in models/)")
     parser.add_argument("--out", default=None, help="output folder (default: <voice>/onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--force", action="store_true", help="export even if the folder is up to date")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _verify(model, out_dir: Path, n_speakers: int) -> float:
@@ -52,79 +57,77 @@ def _verify(model, out_dir: Path, n_speakers: int) -> float:
     return float(np.abs(got - ref).max())
 
 
-def main(argv=None) -> int:
-    """Export; returns 0 on success, 1 when the check fails, 2 on a user error."""
-    args = parse_args(argv)
-    from vits.errors import KoeError
-    from vits.progress import format_progress
+def _up_to_date(out_dir: Path, sha: str) -> bool:
+    from vits.onnx_export import GRAPHS, METADATA_NAME
 
+    meta_path = out_dir / METADATA_NAME
+    if not meta_path.is_file():
+        return False
     try:
-        import torch
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    complete = all((out_dir / f"{name}.onnx").is_file() for name in GRAPHS)
+    return old.get("source", {}).get("sha256") == sha and complete
 
-        from vits.config import VoiceConfig
-        from vits.onnx_export import (
-            GRAPHS,
-            METADATA_NAME,
-            export_onnx,
-            file_sha256,
-            find_voice_files,
-            load_generator,
-        )
 
-        torch.set_num_threads(max(1, args.threads))
-        voice = Path(args.voice)
-        g_path, config_path = find_voice_files(voice, args.checkpoint)
-        if args.out:
-            out_dir = Path(args.out)
-        elif voice.is_dir():
-            out_dir = voice / "onnx"
-        else:  # Data/<voice>/models/G_x.pth -> Data/<voice>/onnx
-            out_dir = (g_path.parent.parent if g_path.parent.name == "models" else g_path.parent) / "onnx"
-        sha = file_sha256(g_path)
-        meta_path = out_dir / METADATA_NAME
-        if meta_path.is_file() and not args.force:
-            try:
-                old = json.loads(meta_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                old = {}
-            complete = all((out_dir / f"{name}.onnx").is_file() for name in GRAPHS)
-            if old.get("source", {}).get("sha256") == sha and complete:
-                print(format_progress("export_onnx", step=len(GRAPHS), total=len(GRAPHS),
-                                      message=f"up to date: {out_dir} (use --force to export again)"), flush=True)
-                return 0
-        cfg = VoiceConfig.load(config_path)
-        print(format_progress("export_onnx", step=0, total=len(GRAPHS), message=f"loading {g_path.name}"),
-              flush=True)
-        model = load_generator(g_path, cfg)
-        from vits.checkpoints import checkpoint_step
+def export(args) -> int:
+    """Find the voice's G file, export it, check it; returns the exit status. Raises KoeError."""
+    import torch
 
-        try:
-            step = checkpoint_step(g_path)
-        except KoeError:
-            step = None
-        done = []
+    from vits.checkpoints import checkpoint_step
+    from vits.config import VoiceConfig
+    from vits.errors import KoeError
+    from vits.onnx_export import GRAPHS, export_onnx, file_sha256, load_generator
+    from vits.progress import format_progress
+    from vits.synthesis import find_voice_files
+    from vits.voice_folder import MODELS, ONNX
 
-        def on_graph(name):
-            done.append(name)
-            print(format_progress("export_onnx", step=len(done), total=len(GRAPHS), item=f"{name}.onnx"),
-                  flush=True)
+    def progress(step: int, **fields) -> None:
+        print(format_progress(STAGE, step=step, total=len(GRAPHS), **fields), flush=True)
 
-        source = {"checkpoint": str(g_path), "sha256": sha, "step": step, "config": str(config_path)}
-        meta_path = export_onnx(model, cfg, out_dir, source=source, opset=args.opset, on_graph=on_graph)
-    except KoeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    torch.set_num_threads(max(1, args.threads))
+    voice = cli.voice_path(args.voice, must_exist=False)
+    g_path, config_path = find_voice_files(voice, args.checkpoint)
+    if args.out:
+        out_dir = Path(args.out)
+    elif voice.is_dir():
+        out_dir = voice / ONNX
+    else:  # Data/<voice>/models/G_x.pth -> Data/<voice>/onnx
+        out_dir = (g_path.parent.parent if g_path.parent.name == MODELS else g_path.parent) / ONNX
+    sha = file_sha256(g_path)
+    if not args.force and _up_to_date(out_dir, sha):
+        progress(len(GRAPHS), message=f"up to date: {out_dir} (use --force to export again)")
+        return 0
+    cfg = VoiceConfig.load(config_path)
+    progress(0, message=f"loading {g_path.name}")
+    model = load_generator(g_path, cfg)
+    try:
+        step = checkpoint_step(g_path)
+    except KoeError:
+        step = None
+    done = []
+
+    def on_graph(name):
+        done.append(name)
+        progress(len(done), item=f"{name}.onnx")
+
+    source = {"checkpoint": str(g_path), "sha256": sha, "step": step, "config": str(config_path)}
+    meta_path = export_onnx(model, cfg, out_dir, source=source, opset=args.opset, on_graph=on_graph)
     if not args.no_verify:
         diff = _verify(model, out_dir, cfg.data.n_speakers)
-        print(format_progress("export_onnx", step=len(GRAPHS), total=len(GRAPHS),
-                              message=f"onnxruntime vs torch: max abs diff {diff:.2e}"), flush=True)
+        progress(len(GRAPHS), message=f"onnxruntime vs torch: max abs diff {diff:.2e}")
         if not diff < 1e-3:
-            print(f"error: the ONNX graphs differ from torch by {diff:.3g} (limit 1e-3) → report this with the "
-                  f"checkpoint's config.json", file=sys.stderr)
-            return 1
-    print(format_progress("export_onnx", step=len(GRAPHS), total=len(GRAPHS), message=f"wrote {meta_path}"),
-          flush=True)
+            return cli.error(STAGE, f"the ONNX graphs differ from torch by {diff:.3g} (limit 1e-3) → report "
+                                    "this with the checkpoint's config.json")
+    progress(len(GRAPHS), message=f"wrote {meta_path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export; returns 0 on success, 1 on a failure (message on stderr), 2 on a usage error."""
+    args = build_parser().parse_args(argv)
+    return cli.run(STAGE, lambda: export(args))
 
 
 if __name__ == "__main__":

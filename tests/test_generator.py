@@ -202,7 +202,8 @@ def test_infer_random_draw_order(golden_model, vectors):
     """SDP noise randn(B,2,T_x) is drawn first (even at sdp_ratio 0), then randn_like(m_p)."""
     with torch.no_grad():
         torch.manual_seed(123)
-        _, _, _, (_, z_p, m_p, logs_p) = golden_model.infer(*_text_inputs(vectors), noise_scale=0.5)
+        _, _, _, (_, z_p, m_p, logs_p) = golden_model.infer(*_text_inputs(vectors), noise_scale=0.5,
+                                                            sdp_ratio=0.0)
         torch.manual_seed(123)
         torch.randn(1, 2, vectors["x"].shape[1])
         eps = torch.randn_like(m_p)  # like the model: m_p's (transposed) strides decide the draw

@@ -239,7 +239,8 @@ def test_cli_writes_wav(voice_dir, tmp_path, capsys):
     assert "KOE_PROGRESS" in capsys.readouterr().out
     rc = main([str(voice_dir), "--phones", "_ a _", "--tones", "0 1 0", "--speaker", "ghost", "--out",
                str(tmp_path / "x.wav")])
-    assert rc == 2 and "unknown speaker 'ghost'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "unknown speaker 'ghost'" in err
     assert not (tmp_path / "x.wav").exists()
 
 
@@ -258,3 +259,17 @@ def test_cli_text_with_bert_from_settings(voice_dir, english_bert, tmp_path, mon
     assert sf.info(out).subtype == "FLOAT" and sr == 44100 and len(audio) > 4410
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("KOE_PROGRESS")]
     assert any('"item":"Hello world."' in ln for ln in lines) and any('"item":"Good dog!"' in ln for ln in lines)
+
+
+def test_one_voice_file_lookup(voice_dir, tmp_path):
+    """Voice.load, the CLIs and the ONNX export share find_voice_files: folder, checkpoint name, G file."""
+    from vits.synthesis import find_voice_files
+
+    g, cfg = voice_dir / "models" / "G_1000.pth", voice_dir / "configs" / "config.json"
+    assert find_voice_files(voice_dir) == (g, cfg)
+    assert find_voice_files(voice_dir, checkpoint="G_1000.pth") == (g, cfg)
+    assert find_voice_files(g) == (g, cfg)
+    assert find_voice_files(voice_dir, config=tmp_path / "other.json") == (g, tmp_path / "other.json")
+    assert Voice.load(voice_dir, checkpoint="G_1000.pth").checkpoint == g
+    with pytest.raises(KoeError, match="checkpoint file not found"):
+        Voice.load(voice_dir, checkpoint="G_5.pth")

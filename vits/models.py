@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vits import commons
+from vits import commons, inference
 from vits.attentions import Encoder
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
 from vits.flows import (
     ConvFlow,
@@ -420,33 +421,23 @@ class SynthesizerTrn(nn.Module):
         return (o, l_length, attn, ids_slice, x_mask, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q),
                 (hidden_x, logw, logw_, logw_sdp), g)
 
-    def infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert, noise_scale: float = 0.667,
-              length_scale: float = 1, noise_scale_w: float = 0.8, max_len: int | None = None,
-              sdp_ratio: float = 0, y=None):
-        """Synthesis (spec §6).
+    def infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
+              noise_scale: float = SYNTHESIS.noise_scale, length_scale: float = SYNTHESIS.length_scale,
+              noise_scale_w: float = SYNTHESIS.noise_scale_w, max_len: int | None = None,
+              sdp_ratio: float = SYNTHESIS.sdp_ratio, y=None):
+        """Synthesis (spec §6; the math is `vits.inference.infer`, shared with `vits.synthesis.Voice`).
 
-        Takes the same text inputs as forward (B usually 1). Returns (o [B,1,hop·T_y], attn [B,1,T_y,T_x],
-        y_mask [B,1,T_y], (z, z_p, m_p, logs_p)). Draws randn(B,2,T_x) on the CPU generator (SDP, always)
-        and randn_like(m_p) on the model device. Raises KoeError on wrongly shaped inputs.
+        Takes the same text inputs as forward (B usually 1); `y` is accepted for Bert-VITS2 call
+        compatibility and unused. Knob defaults are `vits.defaults.SYNTHESIS`. Returns (o [B,1,hop·T_y],
+        attn [B,1,T_y,T_x], y_mask [B,1,T_y], (z, z_p, m_p, logs_p)). Draws randn(B,2,T_x) on the CPU
+        generator (SDP, always) and randn_like(m_p) on the model device. Raises KoeError on wrongly
+        shaped inputs.
         """
         self._check_text_inputs(x, x_lengths, sid, tone, language, bert, ja_bert, en_bert)
         self._check_id_ranges(x, sid, tone, language)
-        g = self.emb_g(sid).unsqueeze(-1)
-        h, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
-        logw = (self.sdp(h, x_mask, g=g, reverse=True, noise_scale=noise_scale_w) * sdp_ratio
-                + self.dp(h, x_mask, g=g) * (1 - sdp_ratio))
-        w = torch.exp(logw) * x_mask * length_scale
-        w_ceil = torch.ceil(w)
-        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-        y_mask = commons.sequence_mask(y_lengths, None).unsqueeze(1).to(x_mask.dtype)
-        attn_mask = x_mask.unsqueeze(2) * y_mask.unsqueeze(-1)
-        attn = commons.generate_path(w_ceil, attn_mask)
-        m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
-        logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
-        z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
-        z = self.flow(z_p, y_mask, g=g, reverse=True)
-        o = self.dec((z * y_mask)[:, :, :max_len], g=g)
-        return o, attn, y_mask, (z, z_p, m_p, logs_p)
+        return inference.infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
+                               noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
+                               sdp_ratio=sdp_ratio, max_len=max_len)
 
 
 def _maximum_path(neg_cent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vits.config import VoiceConfig, write_text_atomic
+from vits.config import VoiceConfig
 from vits.errors import KoeError
-from vits.fileio import atomic_path
+from vits.fileio import atomic_path, write_text_atomic
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, SYMBOLS
 
 GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
@@ -255,40 +255,7 @@ def attach_onnx_decoder(model, path: str | os.PathLike, providers: list[str] | N
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Finding and loading the checkpoint of a voice
-
-
-def find_voice_files(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """(G checkpoint, config.json) of a voice folder (newest models/G_*.pth) or of a G file.
-
-    A `checkpoint` name is looked up in the folder's models/ when it is not a path. Raises KoeError when
-    a file is missing.
-    """
-    from vits.checkpoints import latest_checkpoints
-
-    path = Path(path)
-    if path.is_dir():
-        if checkpoint is not None:
-            g_path = Path(checkpoint)
-            if not g_path.is_absolute() and not g_path.exists():
-                g_path = path / "models" / g_path
-        else:
-            latest = latest_checkpoints(path / "models")
-            if latest is None:
-                raise KoeError("no generator checkpoint (models/G_*.pth) in this voice folder", where=str(path),
-                               fix="train the voice first, or pass --checkpoint path/to/G_x.pth")
-            g_path = Path(latest[1]["G"])
-        config_candidates = [path / "configs" / "config.json", path / "config.json"]
-    else:
-        g_path = Path(checkpoint) if checkpoint else path
-        config_candidates = [g_path.parent / "config.json", g_path.parent.parent / "configs" / "config.json"]
-    if not g_path.is_file():
-        raise KoeError("checkpoint file not found", where=str(g_path), fix="pass an existing G_<step>.pth")
-    for candidate in config_candidates:
-        if candidate.is_file():
-            return g_path, candidate
-    raise KoeError("no config.json found for this checkpoint", where=str(g_path),
-                   fix="put config.json beside the G file or in ../configs/")
+# Loading the checkpoint of a voice (find it with vits.synthesis.find_voice_files)
 
 
 def load_generator(g_path: str | os.PathLike, cfg: VoiceConfig):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
 
 METADATA_NAME = "koe_onnx.json"
@@ -40,12 +41,30 @@ def _session(path: Path, providers: list[str] | None, threads: int | None):
                        fix="export the voice again: python -m pipeline.export_onnx Data/<voice>") from None
 
 
+# The numpy mirror of vits.inference (the torch math of SynthesizerTrn.infer and Voice), step by step:
+# log_durations -> the SDP/DP mix in `OnnxSynthesizer.infer`, alignment -> `alignment`, expand -> `expand`.
+
+
 def generate_path(durations: np.ndarray, t_y: int) -> np.ndarray:
     """Hard alignment [T_y, T_x] from integer-valued durations [T_x]: 1 iff cum[x-1] <= y < cum[x]."""
     cum = np.cumsum(durations)
     lower = np.concatenate([[0.0], cum[:-1]])
     frames = np.arange(t_y, dtype=cum.dtype)[:, None]
     return ((frames < cum[None, :]) & (frames >= lower[None, :])).astype(np.float32)
+
+
+def alignment(logw: np.ndarray, x_mask: np.ndarray, length_scale: float) -> np.ndarray:
+    """Log-durations [1,1,T_x] -> hard path [T_y, T_x], at least one frame (mirrors vits.inference.alignment)."""
+    w_ceil = np.ceil(np.exp(logw) * x_mask * np.float32(length_scale))[0, 0]
+    return generate_path(w_ceil, max(int(w_ceil.sum()), 1))
+
+
+def expand(attn: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Prior statistics [1,C,T_x] along the path -> [1,C,T_y] (mirrors vits.inference.expand).
+
+    A 0/1 selection, so exact in float32.
+    """
+    return (attn @ stats[0].T).T[None]
 
 
 def _to_numpy(value, dtype) -> np.ndarray:
@@ -123,10 +142,13 @@ class OnnxSynthesizer:
         return self.sessions[name].run(None, feeds)
 
     def infer(self, phones, tones, languages, bert=None, ja_bert=None, en_bert=None, *, speaker: str | int = 0,
-              sdp_ratio: float = 0.5, noise_scale: float = 0.6, noise_scale_w: float = 0.9,
-              length_scale: float = 1.0, sdp_noise: np.ndarray | None = None,
+              sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
+              noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
+              sdp_noise: np.ndarray | None = None,
               prior_noise: np.ndarray | None = None, seed: int | None = None, return_attn: bool = False):
         """Synthesize one utterance from model-ready ids (blanks and tone offsets already applied).
+
+        The numpy/onnxruntime version of `vits.inference.infer`; fed the same noise, the same audio.
 
         Args:
             phones, tones, languages: [T] integer ids.
@@ -171,12 +193,9 @@ class OnnxSynthesizer:
         (logw_dp,) = self._run("dp", hidden=hidden, x_mask=x_mask, g=g)
         logw = logw_sdp * np.float32(sdp_ratio) + logw_dp * np.float32(1 - sdp_ratio)
 
-        w = np.exp(logw) * x_mask * np.float32(length_scale)
-        w_ceil = np.ceil(w)[0, 0]
-        t_y = max(int(w_ceil.sum()), 1)
-        attn = generate_path(w_ceil, t_y)  # [T_y, T_x]
-        m_p_y = (attn @ m_p[0].T).T[None]  # [1, C, T_y]; a 0/1 selection, so exact in float32
-        logs_p_y = (attn @ logs_p[0].T).T[None]
+        attn = alignment(logw, x_mask, length_scale)  # [T_y, T_x]
+        t_y = attn.shape[0]
+        m_p_y, logs_p_y = expand(attn, m_p), expand(attn, logs_p)
         channels = m_p.shape[1]
         if prior_noise is None:
             prior_noise = rng.standard_normal((channels, t_y)).astype(np.float32)
@@ -261,16 +280,18 @@ class OnnxVoice:
                 cols[slot].append(np.asarray(block, np.float32)[:, start:stop])
         return ids, tones, langs, [np.concatenate(c, axis=1) for c in cols]
 
-    def stream(self, text: str, language: str = "ZH", *, speaker: str | int | None = None, bert=None,
-               sdp_ratio: float = 0.5, noise_scale: float = 0.6, noise_scale_w: float = 0.9,
-               length_scale: float = 1.0, seed: int | None = None, user_dict=None):
+    def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
+               bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
+               noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
+               seed: int | None = None, user_dict=None):
         """Yield (sentence, float32 audio) per sentence, like `Voice.stream` (sentence i uses seed + i).
 
         Raises KoeError without BERT features or text frontend, or for text with nothing to read.
         """
         if bert is None:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
-                           fix="pass bert=BertFeatures(model_dirs), or use OnnxSynthesizer.infer with arrays")
+                           fix="pass bert=BertFeatures(model_dirs) (download the models with python -m "
+                               "pipeline.download bert), or use OnnxSynthesizer.infer with arrays")
         import vits.text as text_mod
 
         sid = self.speaker_id(speaker)
@@ -288,7 +309,8 @@ class OnnxVoice:
                 sdp_noise=rng.standard_normal((2, len(ids))).astype(np.float32), seed=int(rng.integers(2**31)))
             yield sentence, audio
 
-    def synthesize(self, text: str, language: str = "ZH", *, pause: float = 0.2, **kwargs) -> np.ndarray:
+    def synthesize(self, text: str, language: str = SYNTHESIS.language, *, pause: float = SYNTHESIS.pause,
+                   **kwargs) -> np.ndarray:
         """All sentences of `stream` joined with `pause` seconds of silence. Raises KoeError as `stream`."""
         from vits.audio import join_with_pauses
 

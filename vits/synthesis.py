@@ -1,6 +1,6 @@
 """Synthesis facade: load a trained voice and turn phones or text into audio (spec §6, §7.6, §7.8).
 
-    voice = Voice.load("Data/myvoice")                       # newest models/G_*.pth + configs/config.json
+    voice = Voice.load("Data/myvoice")                       # newest models/G_*.pth + its config.json
     audio = voice.synthesize("你好。", "ZH", speaker="spk0", bert=BertFeatures(dirs))
     audio = voice.synthesize_phones(["_", "n", "i", "_"], [0, 3, 3, 0], "ZH", speaker=0, seed=1)
 
@@ -23,7 +23,7 @@ import copy
 import ctypes
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,34 +32,78 @@ from torch import nn
 from torch.nn import functional as F
 
 from vits import checkpoints as ck
+from vits import inference
+from vits import voice_folder as vf
 from vits.audio import join_with_pauses
 from vits.config import VoiceConfig
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
+from vits.inference import Decoder
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
 
 BERT_DIM = 1024
 _SLOTS = ("bert", "ja_bert", "en_bert")
 _SLOT_OF_LANGUAGE = {"ZH": "bert", "JP": "ja_bert", "EN": "en_bert"}
 
-# A decoder replacement (e.g. an onnxruntime session): (z [1, inter, T_y], g [1, gin, 1]) -> audio [..., L].
-Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+def find_voice_files(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                     config: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(G file, config.json) of a voice: the one lookup synthesis, ONNX export and the CLIs share.
 
-
-def _find_config(g_path: Path) -> Path:
-    for candidate in (g_path.parent / "config.json", g_path.parent.parent / "configs" / "config.json",
-                      g_path.parent.parent / "config.json"):
+    `path` is a voice folder (``Data/<voice>``, or a folder of G files), or a G file (``.pth`` or release
+    ``.safetensors``). In a folder, the G file is `checkpoint` (a path, or a name inside models/) or
+    else the newest complete ``models/G_<step>.pth`` (else the newest release file there). The config is
+    `config` when given, else the folder's ``configs/config.json`` or ``config.json``, else the one
+    that belongs to the G file (`vits.voice_folder.config_for_checkpoint`).
+    Raises KoeError for a missing folder, file, checkpoint or config.
+    """
+    path = Path(path)
+    if path.is_dir():
+        g_path = _checkpoint_in(path, checkpoint) if checkpoint is not None else newest_generator(path)
+        folder_candidates = [vf.config_path(path), path / "config.json"]
+    elif path.is_file() or checkpoint:
+        g_path = Path(checkpoint) if checkpoint else path
+        folder_candidates = []
+    else:
+        raise KoeError("voice folder or checkpoint file not found", where=str(path),
+                       fix="pass Data/<voice> or a G_<step>.pth file")
+    if not g_path.is_file():
+        raise KoeError("checkpoint file not found", where=str(g_path), fix="pass an existing G_<step>.pth")
+    if config is not None:
+        return g_path, Path(config)
+    for candidate in folder_candidates:
         if candidate.is_file():
-            return candidate
-    raise KoeError("no config.json beside the checkpoint or in ../configs/", where=str(g_path),
-                   fix="put the voice's config.json next to the G file or pass config_path")
+            return g_path, candidate
+    return g_path, vf.config_for_checkpoint(g_path)
 
 
-def _find_generator(folder: Path) -> Path:
-    models = folder / "models" if (folder / "models").is_dir() else folder
+def _checkpoint_in(folder: Path, checkpoint: str | os.PathLike) -> Path:
+    """A checkpoint given as a path, or as a file name inside the voice's models/."""
+    given = Path(checkpoint)
+    if given.is_file() or given.is_absolute():
+        return given
+    inside = vf.models_dir(folder) / given
+    if inside.is_file():
+        return inside
+    raise KoeError("checkpoint file not found", where=str(checkpoint),
+                   fix=f"use a file in {vf.models_dir(folder)} or a full path")
+
+
+def newest_generator(folder: str | os.PathLike) -> Path:
+    """The G file to synthesize with in a voice folder (its models/) or a folder of G files.
+
+    The newest complete training checkpoint ``G_<step>.pth``; without one, the release file with the
+    newest step (``G_<step>_fp16.pth``, ``G_<step>.safetensors``), else the newest other release file
+    (``*.safetensors``, ``*release*.pth``) by modification time. Raises KoeError when there is none.
+    """
+    folder = Path(folder)
+    models = vf.models_dir(folder) if vf.models_dir(folder).is_dir() else folder
     latest = ck.latest_checkpoints(models)
     if latest is not None:
         return latest[1]["G"]
-    # release files (no step in a G_<step>.pth name): the newest by modification time
+    training = vf.list_checkpoints(models)["G"].values()  # all incomplete, or latest_checkpoints had one
+    named = [p for _step, p in vf.generator_files(models) if p not in training]
+    if named:
+        return named[0]
     releases = [p for p in models.iterdir() if p.is_file() and (p.suffix == ".safetensors" or
                                                                  (p.suffix == ".pth" and "release" in p.name))]
     if releases:
@@ -106,35 +150,22 @@ class Voice:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
-             config_path: str | os.PathLike | None = None, *, decoder: Decoder | None = None) -> Voice:
+             config_path: str | os.PathLike | None = None, *, checkpoint: str | os.PathLike | None = None,
+             decoder: Decoder | None = None) -> Voice:
         """Load a voice.
 
         Takes a voice folder (``Data/<voice>``: newest complete ``models/G_<step>.pth`` and
         ``configs/config.json``; a folder holding ``G_*.pth`` and ``config.json`` works too) or a G file
         (``.pth`` or release ``.safetensors``, config.json beside it or in ``../configs/``), the device,
-        and optionally an explicit config path. float16 release files are cast to float32; files
-        without ``enc_q`` load (it is not used for synthesis). Returns a Voice.
+        optionally an explicit config path and, for a folder, a `checkpoint` (path or name in models/);
+        the lookup is `find_voice_files`. float16 release files are cast to float32; files without
+        ``enc_q`` load (it is not used for synthesis). Returns a Voice.
         Raises KoeError for a missing folder/file/config, a file that is not a 2.3 generator, or
         a checkpoint that does not match the config.
         """
         from vits.models import build_generator
 
-        path = Path(path)
-        if path.is_dir():
-            g_path = _find_generator(path)
-            if config_path is None:
-                for candidate in (path / "configs" / "config.json", path / "config.json"):
-                    if candidate.is_file():
-                        config_path = candidate
-                        break
-                else:
-                    config_path = _find_config(g_path)
-        elif path.is_file():
-            g_path = path
-            config_path = config_path or _find_config(g_path)
-        else:
-            raise KoeError("voice folder or checkpoint not found", where=str(path),
-                           fix="pass Data/<voice> or a G_<step>.pth file")
+        g_path, config_path = find_voice_files(path, checkpoint=checkpoint, config=config_path)
         config = VoiceConfig.load(config_path)
         model = build_generator(config)
         ck.load_weights(model, g_path, kind="G")
@@ -221,8 +252,9 @@ class Voice:
         return ids, tone_ids, lang_ids
 
     def synthesize_phones(self, phones, tones, languages, bert=None, ja_bert=None, en_bert=None, *,
-                          speaker: str | int | None = None, sdp_ratio: float = 0.5, noise_scale: float = 0.6,
-                          noise_scale_w: float = 0.9, length_scale: float = 1.0, seed: int | None = None,
+                          speaker: str | int | None = None, sdp_ratio: float = SYNTHESIS.sdp_ratio,
+                          noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
+                          length_scale: float = SYNTHESIS.length_scale, seed: int | None = None,
                           blanked: bool = False) -> np.ndarray:
         """Synthesize one utterance from phones (contract in the module docstring).
 
@@ -246,48 +278,29 @@ class Voice:
         return audio
 
     @torch.inference_mode()
-    def _infer(self, ids, tone_ids, lang_ids, feats, sid: int, *, sdp_ratio: float, noise_scale: float,
-               noise_scale_w: float, length_scale: float) -> np.ndarray:
-        """SynthesizerTrn.infer (spec §6) for B = 1, with the same random draws in the same order.
+    def _infer(self, ids, tone_ids, lang_ids, feats, sid: int, *, sdp_ratio: float = SYNTHESIS.sdp_ratio,
+               noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
+               length_scale: float = SYNTHESIS.length_scale) -> np.ndarray:
+        """`vits.inference.infer` for B = 1: SynthesizerTrn.infer's output and random draws, in order.
 
-        Differences that keep the output identical: the SDP is not run when sdp_ratio == 0 (its noise
-        is still drawn), the DP is not run when sdp_ratio == 1, and `decoder` may replace model.dec.
+        Skips a duration predictor whose share is 0 (output unchanged) and decodes with `decoder`.
         """
-        from vits import commons
-
-        model, dev = self.model, self.device
-        x = torch.tensor([ids], dtype=torch.long, device=dev)
-        tone = torch.tensor([tone_ids], dtype=torch.long, device=dev)
-        language = torch.tensor([lang_ids], dtype=torch.long, device=dev)
+        dev = self.device
+        x, tone, language, sid_t = (torch.tensor(v, dtype=torch.long, device=dev)
+                                    for v in ([ids], [tone_ids], [lang_ids], [sid]))
         x_lengths = torch.tensor([len(ids)], dtype=torch.long, device=dev)
-        sid_t = torch.tensor([sid], dtype=torch.long, device=dev)
         bert, ja_bert, en_bert = (feats[n].to(dev, torch.float32).unsqueeze(0) for n in _SLOTS)
-
-        g = model.emb_g(sid_t).unsqueeze(-1)
-        h, m_p, logs_p, x_mask = model.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
-        if sdp_ratio != 0:
-            logw_sdp = model.sdp(h, x_mask, g=g, reverse=True, noise_scale=noise_scale_w)
-        else:
-            torch.randn(1, 2, h.size(2))  # the SDP's noise draw, kept so later draws stay identical
-            logw_sdp = 0.0
-        logw_dp = model.dp(h, x_mask, g=g) if sdp_ratio != 1 else 0.0
-        logw = logw_sdp * sdp_ratio + logw_dp * (1 - sdp_ratio)
-        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
-        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-        y_mask = commons.sequence_mask(y_lengths, None).unsqueeze(1).to(x_mask.dtype)
-        attn = commons.generate_path(w_ceil, x_mask.unsqueeze(2) * y_mask.unsqueeze(-1))
-        m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
-        logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
-        z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
-        z = model.flow(z_p, y_mask, g=g, reverse=True) * y_mask
-        audio = self.decoder(z, g) if self.decoder is not None else model.dec(z, g=g)
+        audio = inference.infer(self.model, x, x_lengths, sid_t, tone, language, bert, ja_bert, en_bert,
+                                noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
+                                sdp_ratio=sdp_ratio, skip_unused=True, decoder=self.decoder)[0]
         return audio.reshape(-1).float().cpu().numpy()
 
     # ------------------------------------------------------------------------------------------------
 
-    def stream(self, text: str, language: str = "ZH", *, speaker: str | int | None = None, bert=None,
-               sdp_ratio: float = 0.5, noise_scale: float = 0.6, noise_scale_w: float = 0.9,
-               length_scale: float = 1.0, seed: int | None = None, user_dict=None) -> Iterator[tuple[str, np.ndarray]]:
+    def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
+               bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
+               noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
+               seed: int | None = None, user_dict=None) -> Iterator[tuple[str, np.ndarray]]:
         """Synthesize text sentence by sentence; yields (sentence, float32 audio) as each one is ready.
 
         Takes the text, its language (ZH/JP/EN/AUTO, or MIX markup, which is synthesized as one
@@ -301,7 +314,7 @@ class Voice:
         if bert is None:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
                            fix="pass bert=BertFeatures(model_dirs) (download the models with "
-                               "vits.text.bert.download_bert_models), or use synthesize_phones")
+                               "python -m pipeline.download bert), or use synthesize_phones")
         sid = self.speaker_id(speaker)
         language = language.upper()
         sentences = [text] if language == "MIX" else [s for s in text_mod.split_sentences(text) if s.strip()]
@@ -321,10 +334,10 @@ class Voice:
                                     noise_scale_w=noise_scale_w, length_scale=length_scale)
             yield sentence, audio
 
-    def synthesize(self, text: str, language: str = "ZH", *, speaker: str | int | None = None, bert=None,
-                   pause: float = 0.2, sdp_ratio: float = 0.5, noise_scale: float = 0.6,
-                   noise_scale_w: float = 0.9, length_scale: float = 1.0, seed: int | None = None,
-                   user_dict=None) -> np.ndarray:
+    def synthesize(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
+                   bert=None, pause: float = SYNTHESIS.pause, sdp_ratio: float = SYNTHESIS.sdp_ratio,
+                   noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
+                   length_scale: float = SYNTHESIS.length_scale, seed: int | None = None, user_dict=None) -> np.ndarray:
         """Synthesize text: every sentence of `stream`, joined with `pause` seconds of silence.
 
         Same arguments as `stream`. Returns float32 mono audio at `sampling_rate`.
