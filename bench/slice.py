@@ -36,11 +36,13 @@ def make_recordings(folder: Path, minutes: float) -> float:
     import soundfile as sf
     from helpers_audio import espeak_audio
 
+    from vits.voice_folder import RAW
+
     rng = np.random.default_rng(0)
     pieces = [espeak_audio(s, "en") for s in SENTENCES]
     sr = pieces[0][1]
     total, n = 0.0, 0
-    (folder / "raw" / "spk").mkdir(parents=True, exist_ok=True)
+    (folder / RAW / "spk").mkdir(parents=True, exist_ok=True)
     while total < minutes * 60:
         parts = []
         while sum(len(p) for p in parts) < 60 * sr:
@@ -48,7 +50,7 @@ def make_recordings(folder: Path, minutes: float) -> float:
             parts += [audio, (rng.standard_normal(int(rng.uniform(0.2, 1.0) * sr)) * 1e-3).astype(np.float32)]
         rec = np.concatenate(parts)
         n += 1
-        sf.write(str(folder / "raw" / "spk" / f"rec_{n:03d}.wav"), rec, sr, subtype="PCM_16")
+        sf.write(str(folder / RAW / "spk" / f"rec_{n:03d}.wav"), rec, sr, subtype="PCM_16")
         total += len(rec) / sr
     return total
 
@@ -64,12 +66,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     from prep.audio import load_audio
     from prep.slicing import load_vad, slice_voice, speech_probabilities
+    from vits.voice_folder import RAW
 
     with tempfile.TemporaryDirectory() as tmp:
         voice = Path(tmp) / "bench"
         seconds = make_recordings(voice, a.minutes)
         load_vad()
-        first = sorted((voice / "raw" / "spk").iterdir())[0]
+        first = sorted((voice / RAW / "spk").iterdir())[0]
         audio16k, _, _ = load_audio(first, sample_rate=16000)
         t0 = time.perf_counter()
         speech_probabilities(audio16k)

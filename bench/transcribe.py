@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     from helpers_audio import espeak_audio, make_tiny_whisper, with_silence
 
     from prep.transcribe import TranscribeOptions, load_whisper, resolve_device, transcribe_voice
+    from vits.voice_folder import ESD_META, WAVS
 
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,27 +56,27 @@ def main(argv=None) -> int:
         model_spec = a.model or str(make_tiny_whisper(tmp / "tiny.pt"))
         max_tokens = a.max_tokens or (None if a.model else 64)
         voice = tmp / "bench"
-        (voice / "wavs" / "spk").mkdir(parents=True)
+        (voice / WAVS / "spk").mkdir(parents=True)
         seconds = 0.0
         pieces = [espeak_audio(s, "en") for s in SENTENCES]
         for i in range(a.clips):
             audio, sr = pieces[i % len(pieces)]
             audio = with_silence(audio, sr, 0.2, 0.2)
-            sf.write(str(voice / "wavs" / "spk" / f"c{i:04d}.wav"), audio, sr, subtype="PCM_16")
+            sf.write(str(voice / WAVS / "spk" / f"c{i:04d}.wav"), audio, sr, subtype="PCM_16")
             seconds += len(audio) / sr
         device = resolve_device(a.device)
         t0 = time.perf_counter()
         model = load_whisper(model_spec, device)
         load_s = time.perf_counter() - t0
         opts = TranscribeOptions(model=model_spec, language=a.language, beam_size=a.beam_size,
-                                 batch_size=a.batch_size, temperatures=(0.0,), max_tokens=max_tokens,
+                                 clips_per_decode=a.batch_size, temperatures=(0.0,), max_tokens=max_tokens,
                                  keep_flagged=True)
         t0 = time.perf_counter()
         summary = transcribe_voice(voice, opts, model=model)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-        meta = json.loads((voice / "esd.meta.json").read_text(encoding="utf-8"))["clips"]
+        meta = json.loads((voice / ESD_META).read_text(encoding="utf-8"))["clips"]
     rate = seconds / 60 / wall
     name = a.model or "tiny random Whisper (machinery only)"
     print(f"{name} on {device}: {summary['transcribed']} clips, {seconds / 60:.2f} min of audio in {wall:.1f} s "

@@ -9,44 +9,42 @@ name; the rest is copied. Running it again skips files already copied.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
-from vits.errors import KoeError
+from pipeline import cli
 from prep.ingest import ingest
+from vits.errors import KoeError
 from vits.fileio import write_json
 from vits.voice_folder import INGEST
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("ingest", __doc__)
     parser.add_argument("source", help="folder, .zip or audio file")
     parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name; created if missing")
     parser.add_argument("--speaker", help="speaker for files not in a sub-folder (default: the voice name)")
     a = parser.parse_args(argv)
 
     def body() -> int:
-        voice = voice_path(a.voice, must_exist=False)
-        result = ingest(a.source, voice, speaker=a.speaker, progress=progress_printer("ingest"))
+        voice = cli.voice_path(a.voice, must_exist=False)
+        result = ingest(a.source, voice, speaker=a.speaker, progress=cli.progress_printer("ingest"))
         write_json(voice / INGEST, {"source": str(a.source), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
                                     "copied": result.copied, "skipped": result.skipped,
                                     "rejected": result.rejected, "ignored": result.ignored})
         for name, reason in result.rejected:
-            warn(f"refused {name}: {reason}")
+            cli.warn(f"refused {name}: {reason}")
         if result.ignored:
             print(f"ingest: ignored {len(result.ignored)} non-audio file(s): {', '.join(result.ignored[:10])}")
         if not result.copied and not result.skipped:
             raise KoeError("no usable audio in the source", where=str(a.source),
                            fix="give a folder or zip of wav/flac/mp3/ogg/opus/m4a recordings")
-        finish("ingest", f"{len(result.copied)} copied, {len(result.skipped)} already there, "
-                         f"{len(result.rejected)} refused", copied=len(result.copied),
-               refused=len(result.rejected))
+        cli.finish("ingest", f"{len(result.copied)} copied, {len(result.skipped)} already there, "
+                             f"{len(result.rejected)} refused", copied=len(result.copied),
+                   refused=len(result.rejected))
         return 0
 
-    return run_cli("ingest", body)
+    return cli.run("ingest", body)
 
 
 if __name__ == "__main__":

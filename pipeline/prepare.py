@@ -5,7 +5,7 @@
 
 Each stage runs as `python -m pipeline.<stage>` in a subprocess (or in this process with --in-process);
 the chain stops at the first failed stage and says which and why. Every stage skips finished work, so
-running the chain again continues where it stopped. Also holds the small helpers the stage CLIs share.
+running the chain again continues where it stopped. (What the stage CLIs share is in pipeline/cli.py.)
 """
 
 from __future__ import annotations
@@ -16,69 +16,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import cli
 from vits.errors import KoeError
-from vits.progress import ProgressMeter, format_progress
+from vits.progress import format_progress
 
 STAGES = ("ingest", "slice", "transcribe", "resample", "text", "features", "report")
-
-
-# ---- helpers shared by the stage CLIs -------------------------------------------------------------
-
-def voice_path(arg: str, must_exist: bool = True) -> Path:
-    """A voice given as a folder path (Data/<voice>) or as a bare name under the configured data root."""
-    p = Path(arg)
-    if not (p.exists() or "/" in arg or os.sep in arg):
-        from settings import load_settings
-
-        p = load_settings().voice_dir(arg)
-    if must_exist and not p.is_dir():
-        raise KoeError("voice folder not found", where=str(p), fix="check the path, or ingest recordings first")
-    return p
-
-
-def progress_printer(stage: str) -> Callable[[int, int | None, str], None]:
-    """A progress callback printing one KOE_PROGRESS line per update (flushed, the studio reads them live)."""
-    meter: list[ProgressMeter] = []
-
-    def report(done: int, total: int | None, item: str = "") -> None:
-        if not meter:
-            meter.append(ProgressMeter(stage, total=total, start=done))
-        meter[0].total = total
-        print(meter[0].update(done, **({"item": item} if item else {})), flush=True)
-
-    return report
-
-
-def finish(stage: str, message: str, **fields) -> None:
-    """Print the stage's closing progress line."""
-    print(format_progress(stage, message=message, **fields), flush=True)
-
-
-def warn(text: str) -> None:
-    print(f"WARNING: {text}", file=sys.stderr, flush=True)
-
-
-def run_cli(stage: str, body: Callable[[], int]) -> int:
-    """Run a stage body: KoeError -> message on stderr + exit 1; Ctrl-C -> 130."""
-    try:
-        return body()
-    except KoeError as exc:
-        print(f"ERROR ({stage}): {exc}", file=sys.stderr, flush=True)
-        print(format_progress(stage, message=f"failed: {exc}"), flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{stage}: interrupted; run it again to continue where it stopped", file=sys.stderr)
-        return 130
-
-
-def limit_threads() -> None:
-    """Keep torch's CPU threads modest (stages run beside training and the studio) without importing torch."""
-    n = str(max(1, min(4, os.cpu_count() or 1)))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, n)
 
 
 # ---- the chain -----------------------------------------------------------------------------------
@@ -119,8 +63,7 @@ def run_stage(stage: str, args: list[str], in_process: bool) -> int:
         try:
             module = importlib.import_module(f"pipeline.{stage}")
         except ImportError as exc:
-            print(f"ERROR (prepare): stage {stage} is not available ({exc})", file=sys.stderr)
-            return 1
+            return cli.error("prepare", f"stage {stage} is not available ({exc})")
         return int(module.main(args) or 0)
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
@@ -129,9 +72,8 @@ def run_stage(stage: str, args: list[str], in_process: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser = cli.parser("prepare", __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--stages", default=",".join(STAGES),
                         help="comma-separated stages to run, in chain order (default: all; ingest only with --source)")
     parser.add_argument("--source", help="folder, zip or audio file to ingest")
@@ -162,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             raise KoeError(f"unknown stage(s) {', '.join(unknown)}", fix="choose from " + ", ".join(STAGES))
         if "ingest" in wanted and not a.source and a.stages != parser.get_default("stages"):
             raise KoeError("the ingest stage needs --source", fix="pass --source FOLDER_OR_ZIP")
-        voice = str(voice_path(a.voice, must_exist=bool(not a.source)))
+        voice = str(cli.voice_path(a.voice, must_exist=bool(not a.source)))
         chain = [s for s in STAGES if s in wanted]
         for i, stage in enumerate(chain):
             args = stage_args(stage, voice, a)
@@ -173,16 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             code = run_stage(stage, args, a.in_process)
             if code != 0:
-                print(f"ERROR (prepare): stage '{stage}' failed (exit {code}); the messages above say why. "
-                      f"Fix it and run again: finished work is kept.", file=sys.stderr, flush=True)
-                print(format_progress("prepare", step=i, total=len(chain), item=stage,
-                                      message=f"failed at {stage}"), flush=True)
+                cli.error("prepare", f"stage '{stage}' failed (exit {code}); the messages above say why. "
+                                     "Fix it and run again: finished work is kept.")
                 return code
             print(f"prepare: {stage} done in {time.monotonic() - t0:.1f} s", flush=True)
         print(format_progress("prepare", step=len(chain), total=len(chain), message="done"), flush=True)
         return 0
 
-    return run_cli("prepare", body)
+    return cli.run("prepare", body)
 
 
 if __name__ == "__main__":

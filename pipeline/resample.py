@@ -7,19 +7,18 @@ Rewrites clips in place (atomically). Running it again only touches new or chang
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
-from vits.errors import KoeError
+from pipeline import cli
 from prep.resample import resample_voice
+from vits.errors import KoeError
+from vits.voice_folder import WAVS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.resample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser = cli.parser("resample", __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--rate", type=int, default=44100, help="target sample rate (default 44100)")
     parser.add_argument("--quality", default="VHQ", choices=["HQ", "VHQ"], help="soxr quality (default VHQ)")
     parser.add_argument("--loudness", type=float, nargs="?", const=-23.0, default=None,
@@ -31,20 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
 
     def body() -> int:
-        voice = voice_path(a.voice)
+        voice = cli.voice_path(a.voice)
         summary = resample_voice(voice, sample_rate=a.rate, quality=a.quality, loudness=a.loudness,
                                  trim_db=a.trim, workers=a.workers, force=a.force,
-                                 progress=progress_printer("resample"))
+                                 progress=cli.progress_printer("resample"))
         for clip, reason in summary["errors"]:
-            warn(f"{clip}: {reason} (fix: delete the clip or re-run the slice stage)")
+            cli.warn(f"{clip}: {reason} (fix: delete the clip or re-run the slice stage)")
         if summary["errors"] and not summary["processed"] and not summary["skipped"]:
-            raise KoeError("no clip could be read", where=str(voice / "wavs"), fix="see the warnings above")
-        finish("resample", f"{summary['processed']} processed ({len(summary['fixes'])} changed), "
-                           f"{summary['skipped']} already done, {len(summary['errors'])} unreadable",
-               processed=summary["processed"], errors=len(summary["errors"]))
+            raise KoeError("no clip could be read", where=str(voice / WAVS), fix="see the warnings above")
+        cli.finish("resample", f"{summary['processed']} processed ({len(summary['fixes'])} changed), "
+                               f"{summary['skipped']} already done, {len(summary['errors'])} unreadable",
+                   processed=summary["processed"], errors=len(summary["errors"]))
         return 0
 
-    return run_cli("resample", body)
+    return cli.run("resample", body)
 
 
 if __name__ == "__main__":

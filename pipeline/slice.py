@@ -9,19 +9,17 @@ sampler drops longer ones. Running it again only slices new or changed recording
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
+from pipeline import cli
+from prep.slicing import SliceOptions, slice_voice
 from vits.errors import KoeError
 from vits.voice_folder import RAW
-from prep.slicing import SliceOptions, slice_voice
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.slice", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser = cli.parser("slice", __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--min", type=float, default=2.0, help="shortest clip, seconds (default 2)")
     parser.add_argument("--max", type=float, default=12.0, help="longest clip, seconds (default 12)")
     parser.add_argument("--margin", type=float, default=0.2, help="silence kept around speech (default 0.2 s)")
@@ -33,23 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
 
     def body() -> int:
-        limit_threads()
-        voice = voice_path(a.voice)
+        cli.limit_threads()
+        voice = cli.voice_path(a.voice)
         opts = SliceOptions(min_seconds=a.min, max_seconds=a.max, margin=a.margin, threshold=a.threshold,
                             cap_to_sampler=not a.no_sampler_cap)
-        manifest = slice_voice(voice, opts, workers=a.workers, force=a.force, progress=progress_printer("slice"))
+        manifest = slice_voice(voice, opts, workers=a.workers, force=a.force, progress=cli.progress_printer("slice"))
         clips = sum(len(v["clips"]) for v in manifest.values())
         failed = {k: v["error"] for k, v in manifest.items() if v.get("error")}
         for name, reason in failed.items():
-            warn(f"{name}: {reason}")
+            cli.warn(f"{name}: {reason}")
         if clips == 0:
             raise KoeError("no clips came out of the recordings", where=str(voice / RAW),
                            fix="check the recordings contain speech (see the warnings above)")
-        finish("slice", f"{clips} clips from {len(manifest) - len(failed)} recordings; {len(failed)} gave none",
-               clips=clips, failed=len(failed))
+        cli.finish("slice", f"{clips} clips from {len(manifest) - len(failed)} recordings; "
+                            f"{len(failed)} gave none", clips=clips, failed=len(failed))
         return 0
 
-    return run_cli("slice", body)
+    return cli.run("slice", body)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,15 @@ does nothing; --force rebuilds.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipeline.prepare import finish, progress_printer, run_cli, voice_path, warn
+from pipeline import cli
 from prep.lists import TextOptions, build_filelists
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.text", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser = cli.parser("text", __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--batch-size", type=int, help="training batch size for config.json (default: keep)")
     parser.add_argument("--val-per-speaker", type=int, default=2, help="validation clips per speaker (default 2)")
     parser.add_argument("--max-val", type=int, default=12, help="most validation clips in all (default 12)")
@@ -30,23 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
 
     def body() -> int:
-        voice = voice_path(a.voice)
+        voice = cli.voice_path(a.voice)
         opts = TextOptions(val_per_speaker=a.val_per_speaker, max_val_total=a.max_val, seed=a.seed,
                            batch_size=a.batch_size, userdict=a.userdict)
-        result = build_filelists(voice, opts, force=a.force, progress=progress_printer("text"))
+        result = build_filelists(voice, opts, force=a.force, progress=cli.progress_printer("text"))
         for d in result.dropped:
-            warn(f"esd.list line {d.line_no} ({d.wav}): {d.kind}: {d.reason}")
+            cli.warn(f"esd.list line {d.line_no} ({d.wav}): {d.kind}: {d.reason}")
         for note in result.notes:
             print(f"text: {note}")
         if result.skipped:
-            finish("text", "up to date (esd.list unchanged)", dropped=len(result.dropped))
+            cli.finish("text", "up to date (esd.list unchanged)", dropped=len(result.dropped))
             return 0
-        finish("text", f"{len(result.train)} train, {len(result.val)} val lines, {len(result.spk2id)} speakers, "
-                       f"{len(result.dropped)} lines dropped", train=len(result.train), val=len(result.val),
-               dropped=len(result.dropped))
+        cli.finish("text", f"{len(result.train)} train, {len(result.val)} val lines, "
+                           f"{len(result.spk2id)} speakers, {len(result.dropped)} lines dropped",
+                   train=len(result.train), val=len(result.val), dropped=len(result.dropped))
         return 0
 
-    return run_cli("text", body)
+    return cli.run("text", body)
 
 
 if __name__ == "__main__":

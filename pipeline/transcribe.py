@@ -11,22 +11,22 @@ again only transcribes clips not yet listed; --force redoes all.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipeline.prepare import finish, limit_threads, progress_printer, run_cli, voice_path, warn
+from pipeline import cli
 from prep.transcribe import TranscribeOptions, transcribe_voice
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.transcribe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("voice", help="voice folder (Data/<voice>) or voice name")
+    parser = cli.parser("transcribe", __doc__)
+    parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--model", help="Whisper name (tiny ... large-v3) or .pt path (default: config.yml)")
     parser.add_argument("--language", default="auto", choices=["zh", "ja", "en", "auto"])
     parser.add_argument("--prompt", help="initial prompt (vocabulary, punctuation style)")
     parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (greedy decoding)")
+    parser.add_argument("--batch-size", type=int, default=TranscribeOptions.clips_per_decode,
+                        help="clips Whisper decodes together with greedy decoding (default %(default)s; "
+                             "not the training batch size)")
     parser.add_argument("--temperatures", default="0,0.2,0.4,0.6,0.8,1.0",
                         help="fallback temperatures for unreliable results (comma-separated)")
     parser.add_argument("--max-tokens", type=int, help="most tokens per clip (default: Whisper's 224)")
@@ -39,30 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from settings import load_settings
 
-        limit_threads()
+        cli.limit_threads()
         settings = load_settings()
-        voice = voice_path(a.voice)
+        voice = cli.voice_path(a.voice)
         opts = TranscribeOptions(
             model=a.model or settings.whisper_model, language=a.language, initial_prompt=a.prompt,
-            beam_size=a.beam_size, batch_size=a.batch_size,
+            beam_size=a.beam_size, clips_per_decode=a.batch_size,
             temperatures=tuple(float(t) for t in a.temperatures.split(",") if t.strip()) or (0.0,),
             simplify_chinese=not a.no_simplify, keep_flagged=a.keep_flagged,
             device=a.device or settings.device, download_root=str(settings.whisper_root), max_tokens=a.max_tokens)
-        summary = transcribe_voice(voice, opts, force=a.force, progress=progress_printer("transcribe"))
+        summary = transcribe_voice(voice, opts, force=a.force, progress=cli.progress_printer("transcribe"))
         for problem in summary["problems"]:
-            warn(f"esd.list {problem}")
+            cli.warn(f"esd.list {problem}")
         for wav, reason in summary["failed"]:
-            warn(f"{wav}: {reason}")
+            cli.warn(f"{wav}: {reason}")
         for wav, flags in summary["excluded"]:
-            warn(f"{wav}: left out of esd.list ({', '.join(flags)}); review it in esd.meta.json")
+            cli.warn(f"{wav}: left out of esd.list ({', '.join(flags)}); review it in esd.meta.json")
         if summary["backup"]:
             print(f"transcribe: previous esd.list saved as {summary['backup']}")
-        finish("transcribe", f"{summary['transcribed']} transcribed, {summary['skipped']} already done, "
-                             f"{len(summary['excluded'])} flagged and left out, {len(summary['failed'])} failed",
-               transcribed=summary["transcribed"], flagged=len(summary["excluded"]))
+        cli.finish("transcribe", f"{summary['transcribed']} transcribed, {summary['skipped']} already done, "
+                                 f"{len(summary['excluded'])} flagged and left out, "
+                                 f"{len(summary['failed'])} failed",
+                   transcribed=summary["transcribed"], flagged=len(summary["excluded"]))
         return 0
 
-    return run_cli("transcribe", body)
+    return cli.run("transcribe", body)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from vits.errors import KoeError
 from prep.audio import is_audio_file, probe_audio
+from vits.errors import KoeError
 from vits.voice_folder import RAW, safe_name
 
 Progress = Callable[[int, int, str], None]

@@ -16,11 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vits.config import VoiceConfig, write_text_atomic
+from vits.config import VoiceConfig
 from vits.errors import KoeError
-from vits.lists import read_esd_list
 from vits.fileio import read_json, write_json
-from vits.voice_folder import CONFIG, ESD_LIST, FILELISTS, TEXT_STATE, resolve_wav
+from vits.lists import read_esd_list, wav_field, write_lines
+from vits.voice_folder import (
+    CONFIG,
+    ESD_LIST,
+    TEXT_STATE,
+    TRAIN_LIST,
+    USERDICT,
+    VAL_LIST,
+    WAVS,
+    resolve_wav,
+)
 
 MIN_VAL_CLIPS_SPEAKER = 5  # speakers with at least this many clips get a validation clip
 
@@ -32,7 +41,7 @@ class TextOptions:
     val_per_speaker: int = 2
     max_val_total: int = 12
     seed: int = 1234
-    batch_size: int | None = None  # None keeps the config's (default 16)
+    batch_size: int | None = None  # training batch size to write; None keeps the config's (TrainConfig default)
     userdict: str | None = None  # default: <voice>/userdict.txt when present
 
 
@@ -137,10 +146,9 @@ def _fingerprint(voice_dir: Path, esd: Path, opts: TextOptions, userdict: Path |
     h.update(repr(sorted(vars(opts).items())).encode())
     if userdict and userdict.is_file():
         h.update(userdict.read_bytes())
-    for sub in ("wavs",):
-        root = voice_dir / sub
-        if root.is_dir():
-            h.update("\n".join(sorted(p.relative_to(voice_dir).as_posix() for p in root.rglob("*.wav"))).encode())
+    root = voice_dir / WAVS
+    if root.is_dir():
+        h.update("\n".join(sorted(p.relative_to(voice_dir).as_posix() for p in root.rglob("*.wav"))).encode())
     return h.hexdigest()
 
 
@@ -180,11 +188,11 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
     if not esd.is_file():
         raise KoeError("esd.list not found", where=str(esd),
                        fix="run the transcribe stage, or write wav|speaker|LANG|text lines yourself")
-    userdict_path = Path(opts.userdict) if opts.userdict else voice_dir / "userdict.txt"
+    userdict_path = Path(opts.userdict) if opts.userdict else voice_dir / USERDICT
     state_path = voice_dir / TEXT_STATE
     fingerprint = _fingerprint(voice_dir, esd, opts, userdict_path)
     state = read_json(state_path, {})
-    outputs = [voice_dir / FILELISTS / "train.list", voice_dir / FILELISTS / "val.list", voice_dir / CONFIG]
+    outputs = [voice_dir / TRAIN_LIST, voice_dir / VAL_LIST, voice_dir / CONFIG]
     if not force and state.get("fingerprint") == fingerprint and all(p.is_file() for p in outputs):
         result = TextResult(skipped=True, spk2id=state.get("spk2id", {}))
         result.dropped = [DroppedLine(**d) for d in state.get("dropped", [])]
@@ -203,7 +211,7 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
 
     entries, problems = read_esd_list(esd)
     result = TextResult()
-    result.dropped += [DroppedLine(p.line_no, p.text.split("|", 1)[0], "malformed", p.reason) for p in problems]
+    result.dropped += [DroppedLine(p.line_no, wav_field(p.text), "malformed", p.reason) for p in problems]
     seen: dict[str, int] = {}
     per_speaker: dict[str, list[str]] = {}
     notes: dict[str, list[str]] = {}
@@ -242,8 +250,9 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
         val = [train[0]]
         result.notes.append("no speaker has 5 clips: the validation list reuses one training clip")
     result.train, result.val = train, val
-    write_text_atomic(outputs[0], "".join(line + "\n" for line in train))
-    write_text_atomic(outputs[1], "".join(line + "\n" for line in val))
+    # The lists are rebuilt from esd.list (the file users edit), so no backup of the old ones.
+    write_lines(outputs[0], train, backup=False)
+    write_lines(outputs[1], val, backup=False)
 
     cfg = VoiceConfig.load(outputs[2]) if outputs[2].is_file() else VoiceConfig()
     old_ids = list(cfg.data.spk2id) if cfg.data.spk2id else []
@@ -252,8 +261,8 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
     result.spk2id = {s: i for i, s in enumerate(order)}
     cfg.data.spk2id = result.spk2id
     cfg.data.n_speakers = len(result.spk2id)
-    cfg.data.training_files = f"{FILELISTS}/train.list"
-    cfg.data.validation_files = f"{FILELISTS}/val.list"
+    cfg.data.training_files = TRAIN_LIST
+    cfg.data.validation_files = VAL_LIST
     cfg.version = "2.3"
     if opts.batch_size:
         cfg.train.batch_size = int(opts.batch_size)

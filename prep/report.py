@@ -12,21 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from vits.config import VoiceConfig, write_text_atomic
 from prep.audio import TARGET_RATE, count_clipped, silence_ratio
-from vits.lists import read_esd_list
-from vits.fileio import read_json, write_json
+from vits.config import VoiceConfig
+from vits.errors import KoeError
+from vits.fileio import read_json, write_json, write_text_atomic
+from vits.lists import CleanedLine, parse_cleaned_line, read_cleaned_lines, read_esd_list, wav_field
 from vits.voice_folder import (
     CONFIG,
     ESD_LIST,
     ESD_META,
-    FILELISTS,
     INGEST,
     REPORT_JSON,
     REPORT_TXT,
     RESAMPLE,
     SLICES,
     TEXT_STATE,
+    TRAIN_LIST,
+    VAL_LIST,
     list_clips,
     resolve_wav,
 )
@@ -47,10 +49,17 @@ def sampler_drop_reason(file_bytes: int) -> str | None:
     return None
 
 
-def _read_list(path: Path) -> list[list[str]]:
+def _read_list(path: Path) -> list[tuple[str, CleanedLine | KoeError]]:
+    """(wav field, parsed line or why it is unusable) per line of a cleaned list; [] when missing."""
     if not path.is_file():
         return []
-    return [ln.split("|") for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    out = []
+    for where, line in read_cleaned_lines(path):
+        try:
+            out.append((wav_field(line), parse_cleaned_line(line, where)))
+        except KoeError as exc:
+            out.append((wav_field(line), exc))
+    return out
 
 
 def _clip_stats(path: Path) -> dict:
@@ -86,8 +95,8 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
     lists = {"train": _read_list(voice_dir / cfg.data.training_files),
              "val": _read_list(voice_dir / cfg.data.validation_files)}
     if not (voice_dir / cfg.data.training_files).is_file():
-        lists["train"] = _read_list(voice_dir / FILELISTS / "train.list")
-        lists["val"] = _read_list(voice_dir / FILELISTS / "val.list")
+        lists["train"] = _read_list(voice_dir / TRAIN_LIST)
+        lists["val"] = _read_list(voice_dir / VAL_LIST)
 
     # Per speaker: all clips in wavs/ and the ones in the training lists.
     speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "minutes": 0.0, "train_clips": 0,
@@ -101,11 +110,11 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
         sp["clipped_clips"] += bool(st["clipped"])
     sampler_drops, text_drops, wrong_format = [], [], []
     for split, rows in lists.items():
-        for row in rows:
-            if len(row) != 7:
-                text_drops.append({"wav": row[0], "reason": f"{split}.list line has {len(row)} fields, not 7"})
+        for wav, row in rows:
+            if isinstance(row, KoeError):
+                text_drops.append({"wav": wav, "reason": f"{split}.list: {row.problem}"})
                 continue
-            wav, speaker = row[0], row[1]
+            speaker, phone_string = row.speaker, " ".join(row.phones)
             found = resolve_wav(voice_dir, wav)
             if found is None:
                 sampler_drops.append({"wav": wav, "reason": "file missing"})
@@ -126,8 +135,8 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
             why = sampler_drop_reason(st["bytes"])
             if why and split == "train":
                 sampler_drops.append({"wav": wav, "seconds": round(st["seconds"], 2), "reason": why})
-            if not 1 <= len(row[4]) <= MAX_PHONE_STRING:
-                text_drops.append({"wav": wav, "reason": f"phone string is {len(row[4])} characters; the loader "
+            if not 1 <= len(phone_string) <= MAX_PHONE_STRING:
+                text_drops.append({"wav": wav, "reason": f"phone string is {len(phone_string)} characters; the loader "
                                                          f"keeps 1..{MAX_PHONE_STRING}"})
             if (st["rate"], st["channels"], st["subtype"]) != (cfg.data.sampling_rate, 1, "PCM_16"):
                 wrong_format.append({"wav": wav, "format": f"{st['rate']} Hz, {st['channels']} ch, {st['subtype']}",

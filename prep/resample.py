@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from vits.errors import KoeError
 from prep.audio import TARGET_RATE, conform_clip, probe_audio
+from vits.errors import KoeError
 from vits.fileio import read_json, write_json
 from vits.voice_folder import RESAMPLE, WAVS, file_stamp, list_clips
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vits.errors import KoeError
 from prep.audio import (
     TARGET_RATE,
     count_clipped,
@@ -25,7 +24,9 @@ from prep.audio import (
     resample,
     write_wav16,
 )
+from vits.errors import KoeError
 from vits.fileio import read_json, write_json
+from vits.lists import bert_path, spec_path
 from vits.voice_folder import RAW, SLICES, WAVS, clip_stem, file_stamp, speaker_for
 
 VAD_RATE = 16000
@@ -283,7 +284,7 @@ def _unique_stems(sources: list[tuple[Path, str]], raw: Path) -> dict[Path, str]
 def _remove_clips(voice_dir: Path, clips: list[str]) -> None:
     for c in clips:
         wav = voice_dir / c
-        for path in (wav, wav.with_suffix(".bert.pt"), wav.with_suffix(".spec.pt")):
+        for path in (wav, bert_path(wav), spec_path(wav)):
             path.unlink(missing_ok=True)
 
 

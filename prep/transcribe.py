@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vits.errors import KoeError
 from prep.audio import load_audio
-from vits.lists import read_esd_list, write_lines
+from vits.errors import KoeError
 from vits.fileio import read_json, write_json
-from vits.voice_folder import ESD_LIST, ESD_META, list_clips
+from vits.lists import read_esd_list, wav_field, write_lines
+from vits.voice_folder import ESD_LIST, ESD_META, WAVS, list_clips
 
 WHISPER_TO_LANG = {"zh": "ZH", "ja": "JP", "en": "EN"}
 EXCLUDING_FLAGS = frozenset({"empty", "no_speech", "repetition", "high_compression", "text_too_long",
@@ -41,7 +41,7 @@ class TranscribeOptions:
     language: str = "auto"  # zh | ja | en | auto
     initial_prompt: str | None = None
     beam_size: int = 5
-    batch_size: int = 8
+    clips_per_decode: int = 8  # clips Whisper decodes together (GPU memory), not the training batch size
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     simplify_chinese: bool = True
     keep_flagged: bool = False
@@ -105,7 +105,8 @@ def load_whisper(model: str, device: str = "auto", download_root: str | None = N
         return whisper.load_model(model, device=device, download_root=download_root)
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
         raise KoeError(f"cannot load Whisper model ({exc})", where=model,
-                       fix="check the file, or the network/mirror when downloading by name") from None
+                       fix="check the file, or download it first: python -m pipeline.download whisper "
+                           "(config.yml hub.endpoint sets a mirror)") from None
 
 
 def to_simplified(text: str) -> str:
@@ -211,7 +212,7 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
         check_model_spec(opts.model)  # a wrong path fails now, not after a resume finds work
     clips = list_clips(voice_dir)
     if not clips:
-        raise KoeError("no clips in wavs/", where=str(voice_dir / "wavs"),
+        raise KoeError(f"no clips in {WAVS}/", where=str(voice_dir / WAVS),
                        fix="run the slice stage first (python -m pipeline.slice " + str(voice_dir) + ")")
     esd_path, meta_path = voice_dir / ESD_LIST, voice_dir / ESD_META
     entries, problems = read_esd_list(esd_path)
@@ -220,7 +221,7 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
     meta.setdefault("clips", {})
     clip_paths = {c for c, _ in clips}
     if force:
-        keep_lines = [ln for ln in raw_lines if ln.split("|", 1)[0].strip() not in clip_paths]
+        keep_lines = [ln for ln in raw_lines if wav_field(ln) not in clip_paths]
         meta["clips"] = {}
     else:
         keep_lines = list(raw_lines)
@@ -241,8 +242,8 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
     new_lines: list[str] = []
     backed_up = False
     done = summary["skipped"]
-    for start in range(0, len(todo), max(1, opts.batch_size)):
-        batch = todo[start:start + max(1, opts.batch_size)]
+    for start in range(0, len(todo), max(1, opts.clips_per_decode)):
+        batch = todo[start:start + max(1, opts.clips_per_decode)]
         audios, ok = [], []
         for wav, spk in batch:
             try:

@@ -1,23 +1,31 @@
 """The review table of a voice's clips: read esd.list, flag doubtful clips, save edits atomically.
 
-esd.list lines are ``wav|speaker|LANG|text`` with the wav path relative to the voice folder. Saving writes
-a timestamped backup of the previous file first (``logs/esd.list.<time>.bak``), then replaces the file
-atomically. Deleted clips' audio moves to ``trash/`` instead of being erased.
+esd.list lines are ``wav|speaker|LANG|text`` with the wav path relative to the voice folder; the line format
+is `vits.lists`'s (one parser, one language alias table). Saving writes a timestamped backup of the previous
+file first (``backups/esd.list.<UTC time>.bak``, as every stage does), then replaces the file atomically.
+Deleted clips' audio moves to ``trash/`` instead of being erased.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vits.config import write_text_atomic
 from vits.errors import KoeError
+from vits.fileio import read_json
+from vits.lists import (
+    LANGUAGES,
+    EsdEntry,
+    backup_file,
+    esd_fields,
+    normalize_language,
+    parse_esd_line,
+    write_lines,
+)
+from vits.voice_folder import ESD_LIST, ESD_META, REPORT_JSON, TRASH
 
-LANGUAGES = ("ZH", "JP", "EN")
 COLUMNS = ["flag", "wav", "speaker", "language", "text"]
 # Below this Whisper confidence a clip is shown at the top of the table.
 LOW_CONFIDENCE = 0.6
@@ -41,29 +49,24 @@ class Clip:
 def read_esd(path: str | Path) -> list[Clip]:
     """Parse esd.list leniently. Takes its path; returns the clips (empty if the file is missing).
 
-    A malformed line becomes a clip flagged with the problem (so the table can fix it, and saving refuses
-    until it is fixed) instead of being dropped.
+    Lines go through `vits.lists.parse_esd_line`; a malformed line becomes a clip flagged with the problem
+    (so the table can fix it, and saving refuses until it is fixed) instead of being dropped.
     """
     path = Path(path)
     if not path.is_file():
         return []
     clips = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line or line.startswith("#"):
+    for number, raw in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
+        item = parse_esd_line(raw, number)
+        if item is None:
             continue
-        parts = [p.strip() for p in line.split("|", 3)]
-        parts += [""] * (4 - len(parts))
-        clip = Clip(parts[0], parts[1], parts[2].upper(), parts[3])
-        if clip.language in {"JA"}:
-            clip.language = "JP"
-        if line.count("|") != 3:
-            clip.flags.append(f"line {number}: expected wav|speaker|LANG|text")
-        elif clip.language not in LANGUAGES:
-            clip.flags.append(f"line {number}: unknown language {parts[2]!r}")
-        elif not clip.text:
-            clip.flags.append(f"line {number}: empty text")
-        clips.append(clip)
+        if isinstance(item, EsdEntry):
+            clips.append(Clip(item.wav, item.speaker, item.language, item.text))
+            continue
+        # Keep what the line holds, field by field, so the row can be fixed in the table.
+        parts = esd_fields(item.text)
+        language = normalize_language(parts[2]) or parts[2].upper()
+        clips.append(Clip(parts[0], parts[1], language, parts[3], flags=[f"line {number}: {item.reason}"]))
     return clips
 
 
@@ -103,16 +106,13 @@ def save_esd(voice_dir: str | Path, clips: list[Clip], deleted: list[str] = ()) 
     voice_dir = Path(voice_dir)
     validate(voice_dir, clips)
     trash_paths = [_safe_relative(voice_dir, wav) for wav in deleted]
-    esd = voice_dir / "esd.list"
-    backup = None
-    if esd.is_file():
-        backup = voice_dir / "logs" / f"esd.list.{time.strftime('%Y%m%d-%H%M%S')}.bak"
-        backup.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(esd, backup)
-    write_text_atomic(esd, "".join(clip.line() + "\n" for clip in clips))
+    esd = voice_dir / ESD_LIST
+    # Always a backup before a save from the table, even when the text did not change.
+    backup = backup_file(esd)
+    write_lines(esd, [clip.line() for clip in clips], backup=False)
     for path in trash_paths:
         if path.is_file():
-            target = voice_dir / "trash" / path.relative_to(voice_dir.resolve())
+            target = voice_dir / TRASH / path.relative_to(voice_dir.resolve())
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), target)
             # Features computed for the clip go with it.
@@ -139,7 +139,7 @@ def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]
             reasons = [*reasons, reason]
         found[wav] = (conf, reasons)
 
-    meta = _read_json(voice_dir / "esd.meta.json")
+    meta = read_json(voice_dir / ESD_META, None)
     clips = meta.get("clips") if isinstance(meta, dict) else None
     for wav, item in (clips or {}).items() if isinstance(clips, dict) else []:
         if not isinstance(item, dict):
@@ -151,7 +151,7 @@ def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]
         add(wav, conf if isinstance(conf, int | float) else None)
         for flag in item.get("flags") or []:
             add(wav, reason=str(flag))
-    report = _read_json(voice_dir / "report.json")
+    report = read_json(voice_dir / REPORT_JSON, None)
     if isinstance(report, dict):
         for problem in report.get("problems", []) or []:
             if isinstance(problem, dict):
@@ -161,17 +161,10 @@ def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]
     return found
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def table(voice_dir: str | Path) -> list[Clip]:
     """The clips of a voice with their flags, doubtful ones first (then in esd.list order)."""
     voice_dir = Path(voice_dir)
-    clips = read_esd(voice_dir / "esd.list")
+    clips = read_esd(voice_dir / ESD_LIST)
     flags = load_flags(voice_dir)
     for clip in clips:
         conf, reasons = flags.get(clip.wav, (None, []))
@@ -199,8 +192,8 @@ def from_rows(rows) -> list[Clip]:
         row = ["" if v is None else str(v) for v in row]
         if len(row) < 5 or not any(cell.strip() for cell in row):
             continue
-        clips.append(Clip(wav=row[1].strip(), speaker=row[2].strip(), language=row[3].strip().upper(),
-                          text=row[4].strip()))
+        language = normalize_language(row[3]) or row[3].strip().upper()
+        clips.append(Clip(wav=row[1].strip(), speaker=row[2].strip(), language=language, text=row[4].strip()))
     return clips
 
 

@@ -13,6 +13,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vits.voice_folder import (
+    CONFIG,
+    ESD_LIST,
+    ESD_META,
+    MODELS,
+    RAW,
+    REPORT_JSON,
+    REPORT_TXT,
+    TRAIN_LIST,
+    VAL_LIST,
+    WAVS,
+)
+
 PY = sys.executable
 
 
@@ -36,7 +49,7 @@ def ingest(voice_dir: Path, source: str, speaker: str | None = None) -> Command:
     """Copy recordings from a server folder, zip or file into raw/."""
     args = [source, str(voice_dir)]
     _opt(args, "--speaker", speaker)
-    return Command(_module("ingest", *args), ["raw"])
+    return Command(_module("ingest", *args), [RAW])
 
 
 def slice_audio(voice_dir: Path, min_sec: float | None = None, max_sec: float | None = None) -> Command:
@@ -44,7 +57,7 @@ def slice_audio(voice_dir: Path, min_sec: float | None = None, max_sec: float | 
     args = [str(voice_dir)]
     _opt(args, "--min", min_sec)
     _opt(args, "--max", max_sec)
-    return Command(_module("slice", *args), ["wavs/*/*.wav"])
+    return Command(_module("slice", *args), [f"{WAVS}/*/*.wav"])
 
 
 WHISPER_LANG = {"ZH": "zh", "JP": "ja", "EN": "en", "auto": "auto"}
@@ -62,17 +75,16 @@ def transcribe(voice_dir: Path, language: str | None = None, model: str | None =
     _opt(args, "--temperatures", (temperatures or "").replace(" ", "") or None)
     if keep_flagged:
         args.append("--keep-flagged")
-    return Command(_module("transcribe", *args), ["esd.list", "esd.meta.json"], gpu=True)
+    return Command(_module("transcribe", *args), [ESD_LIST, ESD_META], gpu=True)
 
 
 def resample(voice_dir: Path) -> Command:
-    return Command(_module("resample", str(voice_dir)), ["wavs"])
+    return Command(_module("resample", str(voice_dir)), [WAVS])
 
 
 def text(voice_dir: Path) -> Command:
     """Clean esd.list into filelists/train.list + val.list and write configs/config.json."""
-    return Command(_module("text", str(voice_dir)),
-                   ["filelists/train.list", "filelists/val.list", "configs/config.json"])
+    return Command(_module("text", str(voice_dir)), [TRAIN_LIST, VAL_LIST, CONFIG])
 
 
 def features(voice_dir: Path) -> Command:
@@ -81,14 +93,14 @@ def features(voice_dir: Path) -> Command:
 
 
 def report(voice_dir: Path) -> Command:
-    return Command(_module("report", str(voice_dir), "--quiet"), ["report.json", "report.txt"])
+    return Command(_module("report", str(voice_dir), "--quiet"), [REPORT_JSON, REPORT_TXT])
 
 
 def prepare(voice_dir: Path, chain: str = "resample,text,features,report") -> Command:
     """The preprocessing chain (by default the part after transcription) as one job."""
-    expected = ["report.json"]
+    expected = [REPORT_JSON]
     if "text" in chain:
-        expected += ["filelists/train.list", "configs/config.json"]
+        expected += [TRAIN_LIST, CONFIG]
     return Command(_module("prepare", str(voice_dir), "--stages", chain), expected, gpu="features" in chain)
 
 
@@ -105,7 +117,7 @@ def train(voice_dir: Path, gpus: int = 1, base_model: str | None = None, max_ste
                 "-m", "pipeline.train", *args]
     else:
         argv = _module("train", *args)
-    return Command(argv, ["models/G_*.pth"], gpu=True)
+    return Command(argv, [f"{MODELS}/G_*.pth"], gpu=True)
 
 
 def export_onnx(voice_dir: Path, checkpoint: str | None = None) -> Command:

@@ -15,9 +15,9 @@ from vits.data import (
     DistributedBucketSampler,
     TextAudioDataset,
     collate,
-    spec_path,
     validate_lists,
 )
+from vits.lists import spec_path
 
 SR = 16000
 # (phones, raw tones, word2ph) of short ZH / JP / EN utterances, before blank insertion.

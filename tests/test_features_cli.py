@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from pipeline.features import bert_path, main
+from pipeline.features import main
+from vits.lists import bert_path
 from vits.progress import parse_progress
 from vits.text import clean_text
 
@@ -76,7 +77,7 @@ def test_broken_lines_are_listed_not_fatal(tmp_path, dirs, capsys):
     out = capsys.readouterr().out
     train = voice / "filelists" / "train.list"
     assert f"{train}:4:" in out and "tokenizer gives 4 tokens" in out
-    assert f"{train}:5: expected 7 fields" in out
+    assert f"{train}:5: expected 7 '|'-separated fields" in out
     assert len(list((voice / "wavs" / "spk").glob("*.bert.pt"))) == 4  # the good lines are done
 
 
@@ -84,8 +85,9 @@ def test_missing_model_folder_stops_with_the_fix(tmp_path, dirs, capsys):
     voice = _voice(tmp_path)
     args = _args(voice, dirs)
     args[args.index("--bert-zh") + 1] = str(tmp_path / "missing")
-    assert main(args) == 2
-    assert "download" in capsys.readouterr().err
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "python -m pipeline.download bert" in err
 
 
 def test_help():

@@ -167,7 +167,7 @@ def test_transcribe_records_confidence_flags_and_resumes(voice, whisper_pt):
     rows = [ln.split("|") for ln in (voice / "esd.list").read_text(encoding="utf-8").splitlines()]
     assert sorted(r[0] for r in rows) == sorted(clips)
     assert all(len(r) == 4 and r[2] == "EN" and r[1] == r[0].split("/")[1] and r[3] for r in rows)
-    backups = list(voice.glob("esd.list.*.bak"))
+    backups = list((voice / "backups").glob("esd.list.*.bak"))
     assert len(backups) == 1 and "typed by hand" in backups[0].read_text(encoding="utf-8")
     assert "previous esd.list saved as" in out
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.helpers_audio import espeak_audio, have_espeak, with_silence, write_audio
-from vits.errors import KoeError
 from prep.audio import load_audio, probe_audio, write_wav16
-from vits.lists import LineProblem, parse_esd_line, read_esd_list, write_lines
 from prep.ingest import ingest
 from prep.lists import TextOptions, split_per_speaker, suggest_batch_size
 from prep.report import sampler_drop_reason
 from prep.slicing import SAMPLER_MAX_SECONDS, SliceOptions, group_regions, plan_clips, split_long
 from prep.transcribe import TranscribeOptions, hallucination_flags, to_simplified
+from tests.helpers_audio import espeak_audio, have_espeak, with_silence, write_audio
+from vits.errors import KoeError
+from vits.lists import LineProblem, parse_esd_line, read_esd_list, write_lines
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed")
 
@@ -179,6 +179,7 @@ def test_esd_list_is_never_overwritten_without_backup(tmp_path):
     esd.write_text("mine|s|EN|hand edited\n", encoding="utf-8")
     backup = write_lines(esd, ["new|s|EN|text"])
     assert backup is not None and backup.read_text(encoding="utf-8") == "mine|s|EN|hand edited\n"
+    assert backup.parent == tmp_path / "backups"  # the one backup place: backups/ beside the list
     assert esd.read_text(encoding="utf-8") == "new|s|EN|text\n"
     assert write_lines(esd, ["new|s|EN|text"]) is None  # unchanged: no backup churn
     backup2 = write_lines(esd, ["newer|s|EN|text"])
@@ -226,8 +227,8 @@ def test_helpers_make_real_speech():
 
 @needs_espeak
 def test_reslicing_a_changed_recording_replaces_its_clips(tmp_path):
-    from tests.helpers_audio import without_pauses
     from prep.slicing import slice_voice
+    from tests.helpers_audio import without_pauses
 
     en, sr = espeak_audio("This recording changes between runs of the slicer.", "en")
     voice = tmp_path / "v"

@@ -63,7 +63,7 @@ def test_save_edits_atomically_with_backup_and_trash(voice):
     rows[1][2] = "bob"
     deleted = [rows.pop(2)[1]]  # a.wav
     backup = review.save_esd(voice, review.from_rows(rows), deleted)
-    assert backup.read_text(encoding="utf-8") == before and backup.parent == voice / "logs"
+    assert backup.read_text(encoding="utf-8") == before and backup.parent == voice / "backups"
     lines = (voice / "esd.list").read_text(encoding="utf-8").splitlines()
     assert lines == ["wavs/alice/b.wav|alice|EN|Hello there, friend.", "wavs/alice/c.wav|bob|JP|こんにちは。"]
     assert not (voice / "wavs/alice/a.wav").exists()
@@ -96,7 +96,7 @@ def test_malformed_lines_show_up_flagged(voice):
     clips = review.table(voice)
     flagged = {c.wav: c.flags for c in clips}
     assert "unknown language 'XX'" in flagged["wavs/alice/d.wav"][0]
-    assert "expected wav|speaker|LANG|text" in flagged["broken line"][0]
+    assert "expected 4 fields wav|speaker|LANG|text" in flagged["broken line"][0]
     assert "audio missing" in flagged["wavs/alice/d.wav"]
     with pytest.raises(KoeError):
         review.save_esd(voice, clips)

@@ -1,6 +1,6 @@
-"""Training data: the 7-field list files, the dataset, the DDP bucket sampler and the collate (spec §10).
+"""Training data: the dataset over the 7-field list files, the DDP bucket sampler and the collate (spec §10).
 
-A voice folder holds `filelists/train.list` and `filelists/val.list` (spec §7.4), with wav paths relative to
+A voice folder holds the train and val lists (spec §7.4; read by `vits.lists`), with wav paths relative to
 the voice folder (absolute paths are accepted too), a `*.bert.pt` next to every wav (spec §7.8) and, after
 first use, a `*.spec.pt` spectrogram cache (spec §8), written atomically.
 
@@ -23,7 +23,16 @@ from torch.utils.data import Dataset, Sampler
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.fileio import atomic_path
+from vits.lists import (
+    CleanedLine,
+    bert_path,
+    parse_cleaned_line,
+    read_cleaned_lines,
+    read_cleaned_list,
+    spec_path,
+)
 from vits.symbols import LANGUAGE_ID, SYMBOL_TO_ID, cleaned_text_to_sequence, intersperse
+from vits.voice_folder import CONFIG, resolve_path
 
 BUCKET_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]
 BERT_DIM = 1024
@@ -43,55 +52,19 @@ class Utterance:
     where: str  # "file:line", for error messages
 
 
-def resolve_path(voice_dir: Path, path: str) -> Path:
-    """A list or config path: absolute as is, else relative to the voice folder."""
-    p = Path(path)
-    return p if p.is_absolute() else Path(voice_dir) / p
-
-
-def bert_path(wav: Path) -> Path:
-    """`clip.wav` -> `clip.bert.pt` (spec §7.8, `.WAV` treated like `.wav`)."""
-    return wav.with_name(_stem(wav) + ".bert.pt")
-
-
-def spec_path(wav: Path) -> Path:
-    """`clip.wav` -> `clip.spec.pt` (spec §8)."""
-    return wav.with_name(_stem(wav) + ".spec.pt")
-
-
-def _stem(wav: Path) -> str:
-    name = wav.name
-    return name[:-4] if name.lower().endswith(".wav") else name
+def _utterance(line: CleanedLine, voice_dir: Path, where: str) -> Utterance:
+    return Utterance(resolve_path(voice_dir, line.wav), line.speaker, line.language, line.text,
+                     line.phones, line.tones, line.word2ph, where)
 
 
 def parse_line(line: str, voice_dir: Path, where: str) -> Utterance:
-    """Parse one 7-field cleaned line. Raises KoeError (with `where`) on a wrong field count or bad numbers."""
-    fields = line.split("|")
-    if len(fields) != 7:
-        raise KoeError(f"expected 7 '|'-separated fields, found {len(fields)}", where=where,
-                       fix="use wav|speaker|LANG|text|phones|tones|word2ph (re-run python -m pipeline.text)")
-    wav, speaker, language, text, phones, tones, word2ph = fields
-    try:
-        tone_list = [int(t) for t in tones.split()]
-        w2p_list = [int(w) for w in word2ph.split()]
-    except ValueError:
-        raise KoeError("tones and word2ph must be space-separated integers", where=where,
-                       fix="re-run the text stage (python -m pipeline.text)") from None
-    return Utterance(resolve_path(voice_dir, wav.strip()), speaker, language.strip(), text,
-                     phones.split(), tone_list, w2p_list, where)
+    """One cleaned list line (parsed by `vits.lists.parse_cleaned_line`) as an Utterance. Raises KoeError."""
+    return _utterance(parse_cleaned_line(line, where), voice_dir, where)
 
 
 def read_list(list_file: Path, voice_dir: Path) -> list[Utterance]:
     """All lines of a list file (blank lines skipped). Raises KoeError for a missing file or bad line."""
-    list_file = Path(list_file)
-    if not list_file.is_file():
-        raise KoeError("list file not found", where=str(list_file),
-                       fix="run the text stage (python -m pipeline.text) to write the filelists")
-    out = []
-    for n, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            out.append(parse_line(line.rstrip("\r\n"), voice_dir, f"{list_file}:{n}"))
-    return out
+    return [_utterance(line, voice_dir, where) for where, line in read_cleaned_list(list_file)]
 
 
 def text_to_ids(utt: Utterance, add_blank: bool = True):
@@ -184,7 +157,7 @@ class TextAudioDataset(Dataset):
         spk2id = self.cfg.data.spk2id
         if utt.speaker not in spk2id:
             raise KoeError(f"speaker {utt.speaker!r} is not in spk2id", where=utt.where,
-                           fix="add the speaker to data.spk2id in configs/config.json or re-run pipeline.text")
+                           fix=f"add the speaker to data.spk2id in {CONFIG} or re-run pipeline.text")
         return spk2id[utt.speaker]
 
     def get_spec(self, wav: torch.Tensor, wav_path: Path) -> torch.Tensor:
@@ -365,17 +338,16 @@ def validate_lists(voice_dir, cfg: VoiceConfig, list_files=None) -> list[str]:
     problems: list[str] = []
     for name in files:
         path = resolve_path(voice_dir, str(name))
-        if not path.is_file():
-            problems.append(str(KoeError("list file not found", where=str(path),
-                                         fix="run the text stage (python -m pipeline.text)")))
+        try:
+            lines = read_cleaned_lines(path)
+        except KoeError as exc:  # a missing list
+            problems.append(str(exc))
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if not any(line.strip() for line in lines):
+        if not lines:
             problems.append(str(KoeError("list file is empty", where=str(path),
                                          fix="add clips (python -m pipeline.text writes the lists)")))
-        for n, line in enumerate(lines, start=1):
-            if line.strip():
-                problems.extend(_check_line(line, voice_dir, cfg, f"{path}:{n}"))
+        for where, line in lines:
+            problems.extend(_check_line(line, voice_dir, cfg, where))
     return problems
 
 
@@ -403,7 +375,7 @@ def _check_line(line: str, voice_dir: Path, cfg: VoiceConfig, where: str) -> lis
         bad(f"word2ph sums to {sum(utt.word2ph)}, expected {len(utt.phones)} (the phone count)", rerun)
     spk2id = cfg.data.spk2id
     if utt.speaker not in spk2id:
-        bad(f"speaker {utt.speaker!r} is not in spk2id", "add it to data.spk2id in configs/config.json "
+        bad(f"speaker {utt.speaker!r} is not in spk2id", f"add it to data.spk2id in {CONFIG} "
             "(or re-run python -m pipeline.text, which rewrites spk2id)")
     elif not 0 <= spk2id[utt.speaker] < cfg.data.n_speakers:
         bad(f"speaker id {spk2id[utt.speaker]} is outside 0..{cfg.data.n_speakers - 1} (n_speakers)",

@@ -58,6 +58,17 @@ class LineProblem:
         return f"line {self.line_no}: {self.reason} ({self.text[:60]!r})"
 
 
+def wav_field(line: str) -> str:
+    """The wav path a list line starts with (esd or cleaned), even when the rest of the line is malformed."""
+    return line.strip().lstrip("\ufeff").split("|", 1)[0].strip()
+
+
+def esd_fields(line: str) -> list[str]:
+    """The four esd.list fields of a possibly malformed line, stripped, padded with "" (for fixing it by hand)."""
+    parts = [p.strip() for p in line.strip().lstrip("\ufeff").split("|", 3)]
+    return parts + [""] * (4 - len(parts))
+
+
 def parse_esd_line(raw: str, line_no: int) -> EsdEntry | LineProblem | None:
     """Parse one line. Returns an EsdEntry, a LineProblem, or None for blank/comment lines."""
     line = raw.strip().lstrip("\ufeff")

@@ -49,7 +49,7 @@ def _missing_model_error(lang: str, folder: Path, what: str) -> KoeError:
     return KoeError(
         f"the {lang} BERT model ({HUB_REPOS.get(lang, '?')}) is not there: {what}",
         where=str(folder),
-        fix=(f"download it: `python -m pipeline.features --download` (or vits.text.bert.download_bert_models()), "
+        fix=(f"download it: `python -m pipeline.download bert` (or vits.text.bert.download_bert_models()), "
              f"set HF_ENDPOINT=https://hf-mirror.com if the hub is blocked, or copy the model files into "
              f"this folder / point `bert: {lang}:` in config.yml at it"),
     )
@@ -123,7 +123,7 @@ class BertFeatures:
             model = AutoModel.from_pretrained(str(folder))
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
             raise KoeError(f"cannot load the {lang} BERT model ({exc})", where=str(folder),
-                           fix="re-download it (python -m pipeline.features --download)") from None
+                           fix="re-download it (python -m pipeline.download bert)") from None
         finally:
             hf_logging.set_verbosity(verbosity)
             if bars:

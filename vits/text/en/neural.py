@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vits.text.en.cmudict import spell
+
 _GRAPHEMES = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrstuvwxyz")
 _PHONEMES = ["<pad>", "<unk>", "<s>", "</s>"] + (
     "AA0 AA1 AA2 AE0 AE1 AE2 AH0 AH1 AH2 AO0 AO1 AO2 AW0 AW1 AW2 AY0 AY1 AY2 B CH D DH EH0 EH1 EH2 ER0 ER1 "
@@ -86,7 +88,7 @@ def predict(word: str) -> tuple[str, ...]:
     if not letters:
         return ()
     if w is None:
-        return tuple(_spell(letters))
+        return tuple(spell(letters))
     ids = [_GRAPHEMES.index(c) for c in letters] + [2]
     with _LOCK:
         h = np.zeros((1, w["enc_w_hh"].shape[1]), np.float32)
@@ -102,15 +104,6 @@ def predict(word: str) -> tuple[str, ...]:
             if prev > 3:
                 out.append(_PHONEMES[prev])
     return tuple(out)
-
-
-def _spell(letters: list[str]) -> list[str]:
-    from vits.text.en.g2p import cmu
-
-    out: list[str] = []
-    for c in letters:
-        out += cmu().get(c, [[]])[0]
-    return out
 
 
 def homograph(word: str, previous: str | None) -> list[str] | None:
