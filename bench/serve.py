@@ -38,14 +38,15 @@ def make_tiny_voice(root: Path, tokenizers: Path) -> Path:
     from vits.config import VoiceConfig
     from vits.models import build_generator
     from vits.text.testing import build_tiny_models
+    from vits.voice_folder import config_path, models_dir
 
     bert = build_tiny_models(root / "bert", tokenizers, hidden=1024, layers=3, languages=("ZH",))
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 2, "spk2id": {"alice": 0, "bob": 1}},
                                       "model": TINY_MODEL})
     voice = root / "Data" / "tiny"
-    cfg.save(voice / "configs" / "config.json")
+    cfg.save(config_path(voice))
     torch.manual_seed(0)
-    save_checkpoint(voice / "models" / "G_100.pth", build_generator(cfg), epoch=1, step=100, learning_rate=2e-4)
+    save_checkpoint(models_dir(voice) / "G_100.pth", build_generator(cfg), epoch=1, step=100, learning_rate=2e-4)
     config = root / "config.yml"
     config.write_text(f"data_root: Data\ndevice: cpu\nbert:\n  ZH: {bert['ZH']}\n  JP: {root / 'none'}\n"
                       f"  EN: {root / 'none'}\n")
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     import torch
     import uvicorn
 
-    from server.app import create_app
+    from server.routes import create_app
     from settings import load_settings
 
     torch.set_num_threads(args.threads)

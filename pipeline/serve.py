@@ -2,7 +2,7 @@
 
 import sys
 
-from server.app import main
+from server.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

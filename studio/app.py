@@ -1,4 +1,8 @@
-"""Builds and launches the Gradio studio: a voice picker on top and one tab per step of the user's path."""
+"""Builds and launches the Gradio studio: a voice picker on top and one tab per step of the user's path.
+
+The studio's port also answers the HTTP API (`/voice`, `/models...`, `/status`, `/docs`; server/mount.py),
+behind the studio's login, with the same model registry as the Synthesize tab.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,21 @@ from studio.voices import create_voice, list_voices
 from vits.errors import KoeError
 
 TABS = ["Dataset", "Preprocess", "Train", "Synthesize", "Export"]
+# The studio trains on the same GPU: keep one voice in memory, for the tab and the API together.
+STUDIO_MAX_MODELS = 1
+
+
+def new_registry(settings: Settings):
+    """The model registry the Synthesize tab and the API on the studio's port share."""
+    from server.registry import ModelRegistry
+
+    return ModelRegistry(settings, settings.resolved_device(), max_models=STUDIO_MAX_MODELS)
 
 
 def build(settings: Settings, runner: JobRunner | None = None, config_path: str | None = None,
-          refresh_s: float | None = None, allow_parallel_gpu: bool = False):
-    """The studio's Blocks. Takes settings (and a runner for tests); returns an unlaunched gr.Blocks."""
+          refresh_s: float | None = None, allow_parallel_gpu: bool = False, registry=None):
+    """The studio's Blocks. Takes settings (and a runner, a model registry for tests); returns an unlaunched
+    gr.Blocks."""
     import gradio as gr
 
     from studio.tabs import dataset, export, preprocess, synthesize, train
@@ -25,6 +39,7 @@ def build(settings: Settings, runner: JobRunner | None = None, config_path: str 
     refresh_s = refresh_s or float(os.environ.get("KOE_STUDIO_REFRESH_S", "2"))
     ctx = Context(settings=settings, runner=runner, config_path=config_path,
                   allow_parallel_gpu=allow_parallel_gpu)
+    ctx.caches[synthesize.REGISTRY] = registry or new_registry(settings)
     with gr.Blocks(title="Koe Studio") as demo:
         gr.Markdown("# Koe Studio\nFrom recordings to a voice you can type into. "
                     f"Data folder: `{settings.data_root}`")
@@ -89,9 +104,17 @@ def launch(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings.data_root.mkdir(parents=True, exist_ok=True)
-    demo = build(settings, config_path=args.config, allow_parallel_gpu=getattr(args, "allow_parallel_gpu", False))
+    from server.mount import api_middleware
+    from server.routes import create_app
+
+    registry = new_registry(settings)
+    demo = build(settings, config_path=args.config, allow_parallel_gpu=getattr(args, "allow_parallel_gpu", False),
+                 registry=registry)
+    api = create_app(settings, registry=registry)
     host = args.host or settings.host
+    # Gradio makes its web app inside launch(); the API goes in as a middleware, so --share works as before.
     demo.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=args.port or settings.port, share=args.share, auth=auth,
-        show_error=True, allowed_paths=[str(settings.data_root)], footer_links=[])
+        show_error=True, allowed_paths=[str(settings.data_root)], footer_links=[],
+        app_kwargs={"middleware": [api_middleware(api, auth)]})
     return 0

@@ -13,11 +13,12 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from server.routes import create_app
 from settings import load_settings
 from vits.checkpoints import save_checkpoint
 from vits.config import VoiceConfig
 from vits.models import build_generator
+from vits.voice_folder import config_path, models_dir
 
 TINY_MODEL = {
     "inter_channels": 16, "hidden_channels": 16, "filter_channels": 32, "n_heads": 2, "n_layers": 3,
@@ -26,23 +27,28 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory, golden_dir):
-    """A Data root with voice 'tiny' (speakers alice, bob) and 1024-wide tiny Chinese BERT."""
+def write_tiny_voice(root, golden_dir):
+    """Write Data/tiny (random G, speakers alice and bob), a 1024-wide tiny Chinese BERT and a config.yml
+    under `root`; returns the config.yml path (also used by tests/test_studio_api.py)."""
     from vits.text.testing import build_tiny_models
 
-    torch.set_num_threads(2)
-    root = tmp_path_factory.mktemp("serve")
     bert = build_tiny_models(root / "bert", golden_dir / "tokenizers", hidden=1024, layers=3, languages=("ZH",))
     voice = root / "Data" / "tiny"
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 2, "spk2id": {"alice": 0, "bob": 1}},
                                       "model": TINY_MODEL})
-    cfg.save(voice / "configs" / "config.json")
+    cfg.save(config_path(voice))
     torch.manual_seed(0)
-    save_checkpoint(voice / "models" / "G_100.pth", build_generator(cfg), epoch=1, step=100, learning_rate=2e-4)
+    save_checkpoint(models_dir(voice) / "G_100.pth", build_generator(cfg), epoch=1, step=100, learning_rate=2e-4)
     (root / "config.yml").write_text(f"data_root: Data\ndevice: cpu\nbert:\n  ZH: {bert['ZH']}\n"
                                      f"  JP: {root / 'missing-jp'}\n  EN: {root / 'missing-en'}\n")
-    return load_settings(root / "config.yml")
+    return root / "config.yml"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory, golden_dir):
+    """A Data root with voice 'tiny' (speakers alice, bob) and 1024-wide tiny Chinese BERT."""
+    torch.set_num_threads(2)
+    return load_settings(write_tiny_voice(tmp_path_factory.mktemp("serve"), golden_dir))
 
 
 @pytest.fixture(scope="module")

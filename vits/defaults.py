@@ -28,3 +28,4 @@ SYNTHESIS = SynthesisDefaults()
 # The hiyoriUI-compatible HTTP API keeps hiyoriUI's documented default sdp_ratio (0.2) so bots that call
 # /voice without the parameter hear what they heard from Bert-VITS2's server; docs/api.md says so.
 HIYORI_SDP_RATIO = 0.2
+HIYORI_NOISE = 0.2  # hiyoriUI's `noise` (noise_scale) default, for the same reason

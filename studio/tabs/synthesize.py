@@ -1,13 +1,13 @@
 """Synthesize tab: pick a checkpoint (or load an outside Bert-VITS2 model) and turn text into speech.
 
-Synthesis is inference, so it runs in the studio's process through `vits.synthesis.Voice`; loaded voices
-and BERT models are cached. Long text is spoken sentence by sentence as each one is ready.
+Synthesis is inference, so it runs in the studio's process, through the same model registry as the HTTP
+API on the studio's port (server/registry.py): a voice and the BERT models are in memory once, and the
+tab's jobs queue with the API's. Long text is spoken sentence by sentence as each one is ready.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -15,13 +15,21 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
+from server.errors import ApiError
+from server.registry import LoadedModel, ModelRegistry
 from studio.tabs import Context, error_text
-from studio.voices import checkpoints, speakers
+from studio.voices import speakers
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
-from vits.voice_folder import safe_name
+from vits.voice_folder import config_for_checkpoint, generator_files, generator_step, safe_name
 
 LANGS = ["ZH", "JP", "EN", "AUTO", "MIX"]
-_LOCK = threading.Lock()
+REGISTRY = "model_registry"  # ctx.caches key of the studio's ModelRegistry (studio/app.py puts it there)
+
+
+def registry(ctx: Context) -> ModelRegistry:
+    """The studio's model registry, shared with the API on the studio's port."""
+    return ctx.caches[REGISTRY]
 
 
 def outside_dir(ctx: Context) -> Path:
@@ -33,64 +41,89 @@ def checkpoint_choices(ctx: Context, voice: str | None) -> list[tuple[str, str]]
     choices = []
     if voice:
         try:
-            for step, path in checkpoints(ctx.voice_dir(voice)):
+            for step, path in generator_files(ctx.voice_dir(voice)):
                 choices.append((f"{path.name} — step {step}", str(path)))
         except KoeError:
             pass
     root = outside_dir(ctx)
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            for path in sorted(folder.glob("G_*")):
+            for _, path in generator_files(folder):
                 choices.append((f"outside {folder.name}: {path.name}", str(path)))
     return choices
 
 
-def config_for(g_path: Path) -> Path | None:
-    """config.json beside a G file, or in ../configs/ (the voice folder layout)."""
-    for candidate in (g_path.parent / "config.json", g_path.parent.parent / "configs" / "config.json"):
-        if candidate.is_file():
-            return candidate
-    return None
+def speaker_names(g_path: str | None) -> list[str]:
+    """Speakers of the voice a G file belongs to, from its config (without loading the model)."""
+    if not g_path:
+        return []
+    try:
+        config = config_for_checkpoint(g_path)
+    except KoeError:
+        return []
+    return speakers(Path(g_path).parent.parent, config)
 
 
-def load_voice(ctx: Context, g_path: str):
-    """The cached `Voice` for a G checkpoint (reloaded when the file changes)."""
-    from vits.synthesis import Voice
+def load_checkpoint(ctx: Context, g_path: str) -> LoadedModel:
+    """The registry's entry for a G checkpoint, loaded now if needed (and again when the file changed).
 
+    Raises KoeError when the file is gone or cannot be loaded.
+    """
     path = Path(g_path)
     if not path.is_file():
         raise KoeError("checkpoint not found", where=g_path, fix="refresh the checkpoint list")
-    key = ("voice", str(path), path.stat().st_mtime_ns)
-    with _LOCK:
-        if key not in ctx.caches:
-            for old in [k for k in ctx.caches if k[0] == "voice"]:
-                del ctx.caches[old]  # one voice in memory at a time
-            ctx.caches[key] = Voice.load(path, device=ctx.settings.resolved_device(), config_path=config_for(path))
-        return ctx.caches[key]
+    try:
+        return registry(ctx).load_now(str(path), reload_changed=True)
+    except ApiError as exc:
+        raise KoeError(exc.error, fix=exc.detail) from None
 
 
-def load_bert(ctx: Context):
-    """BertFeatures over the configured folders that exist, or None (synthesis then uses zero features)."""
-    dirs = {lang: path for lang, path in ctx.settings.bert.items() if Path(path).is_dir()}
-    if not dirs:
-        return None
-    key = ("bert", tuple(sorted((k, str(v)) for k, v in dirs.items())))
-    with _LOCK:
-        if key not in ctx.caches:
-            from vits.text.bert import BertFeatures
-
-            ctx.caches[key] = BertFeatures(dirs, device=ctx.settings.resolved_device())
-        return ctx.caches[key]
+def _outside_target(folder: Path, upload: Path) -> Path:
+    """Where an uploaded G file goes: its own name when it reads as a generator file, else G_0<suffix>."""
+    target = folder / safe_name(upload.name)
+    if generator_step(target) is None:
+        suffix = upload.suffix.lower() if upload.suffix.lower() in (".pth", ".safetensors") else ".pth"
+        target = folder / f"G_0{suffix}"
+    return target
 
 
-def user_dict(g_path: str):
-    """The pronunciation dictionary of the voice a checkpoint belongs to, or None."""
-    path = Path(g_path).parent.parent / "userdict.txt"
-    if not path.is_file():
-        return None
-    from vits.text import UserDict
+def add_outside_model(ctx: Context, g, cfg, name: str | None) -> Path:
+    """Copy an uploaded G file and its config.json to Data/.studio/outside/<name>/ and load it.
 
-    return UserDict.load(path)
+    Returns the G path. Raises KoeError (missing upload, a model that does not load).
+    """
+    if not g or not cfg:
+        raise KoeError("upload both the G_*.pth file and its config.json")
+    g_src = Path(g if isinstance(g, str) else g.name)
+    folder = outside_dir(ctx) / safe_name(name or g_src.stem, "model")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _outside_target(folder, g_src)
+    shutil.copyfile(g_src, target)
+    shutil.copyfile(Path(cfg if isinstance(cfg, str) else cfg.name), folder / "config.json")
+    load_checkpoint(ctx, str(target))  # fail now, with the loader's message, not at first synthesis
+    return target
+
+
+def speak(entry: LoadedModel, bert, text: str, *, language: str, speaker: str | None, gap: float,
+          seed: int | None, **knobs):
+    """Yield (sentence, audio) one sentence at a time, the pause before every later one. Raises KoeError."""
+    voice, rate = entry.voice, entry.sampling_rate
+    speaker = speaker or (voice.speakers[0] if voice.speakers else None)
+    silence = np.zeros(int(round(max(float(gap), 0.0) * rate)), dtype=np.float32)
+    sentences = voice.stream(text, language=language, speaker=speaker, bert=bert, seed=seed,
+                             user_dict=entry.user_dict, **knobs)
+    first = True
+    while True:
+        try:
+            item = entry.call(lambda: next(sentences, None))  # one sentence at a time, in the model's queue
+        except ApiError as exc:
+            raise KoeError(exc.error, fix=exc.detail) from None
+        if item is None:
+            return
+        sentence, audio = item
+        audio = np.asarray(audio, dtype=np.float32)
+        yield sentence, (audio if first else np.concatenate([silence, audio]))
+        first = False
 
 
 def build(ctx: Context) -> None:
@@ -101,12 +134,14 @@ def build(ctx: Context) -> None:
     text = gr.Textbox(label="Text", lines=4, elem_id="synth-text",
                       placeholder="Type what the voice should say. Long text is spoken sentence by sentence.")
     with gr.Row():
-        language = gr.Dropdown(LANGS, value="ZH", label="Language", elem_id="synth-lang")
-        sdp = gr.Slider(0, 1, value=0.5, step=0.05, label="sdp_ratio", elem_id="sdp-ratio")
-        noise = gr.Slider(0, 1.5, value=0.6, step=0.05, label="noise", elem_id="noise")
-        noise_w = gr.Slider(0, 1.5, value=0.9, step=0.05, label="noise_w", elem_id="noise-w")
-        length = gr.Slider(0.3, 2.5, value=1.0, step=0.05, label="length (slower →)", elem_id="length")
-        pause = gr.Slider(0, 2, value=0.2, step=0.05, label="pause between sentences (s)", elem_id="pause")
+        language = gr.Dropdown(LANGS, value=SYNTHESIS.language, label="Language", elem_id="synth-lang")
+        sdp = gr.Slider(0, 1, value=SYNTHESIS.sdp_ratio, step=0.05, label="sdp_ratio", elem_id="sdp-ratio")
+        noise = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale, step=0.05, label="noise", elem_id="noise")
+        noise_w = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale_w, step=0.05, label="noise_w", elem_id="noise-w")
+        length = gr.Slider(0.3, 2.5, value=SYNTHESIS.length_scale, step=0.05, label="length (slower →)",
+                           elem_id="length")
+        pause = gr.Slider(0, 2, value=SYNTHESIS.pause, step=0.05, label="pause between sentences (s)",
+                          elem_id="pause")
         seed = gr.Number(label="seed (-1 random)", value=-1, precision=0, elem_id="seed")
     synth_btn = gr.Button("Synthesize", variant="primary", elem_id="synth-btn")
     stream = gr.Audio(label="Live (sentence by sentence)", streaming=True, autoplay=True, interactive=False,
@@ -127,10 +162,7 @@ def build(ctx: Context) -> None:
         return gr.update(choices=choices, value=value), speaker_update(value)
 
     def speaker_update(g_path):
-        names = []
-        if g_path:
-            cfg = config_for(Path(g_path))
-            names = speakers(Path(g_path).parent.parent, cfg) if cfg else []
+        names = speaker_names(g_path)
         return gr.update(choices=names, value=names[0] if names else None)
 
     def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value):
@@ -139,24 +171,18 @@ def build(ctx: Context) -> None:
         if not (txt or "").strip():
             raise gr.Error("Type some text first.")
         try:
-            voice = load_voice(ctx, g_path)
-            bert = load_bert(ctx)
+            entry = load_checkpoint(ctx, g_path)
+            bert = registry(ctx).bert()
         except KoeError as exc:
             raise gr.Error(str(exc)) from None
-        rate = voice.sampling_rate
-        spk = spk or (voice.speakers[0] if voice.speakers else None)
         seed_arg = None if seed_value is None or int(seed_value) < 0 else int(seed_value)
+        sentences = speak(entry, bert, txt, language=lang, speaker=spk, gap=gap, seed=seed_arg,
+                          sdp_ratio=float(sdp_ratio), noise_scale=float(noise_scale),
+                          noise_scale_w=float(noise_scale_w), length_scale=float(length_scale))
         pieces: list[np.ndarray] = []
-        silence = np.zeros(int(round(max(float(gap), 0.0) * rate)), dtype=np.float32)
-        t0 = time.time()
+        rate, t0 = entry.sampling_rate, time.time()
         try:
-            for number, (sentence, audio) in enumerate(voice.stream(
-                    txt, language=lang, speaker=spk, bert=bert, sdp_ratio=float(sdp_ratio),
-                    noise_scale=float(noise_scale), noise_scale_w=float(noise_scale_w),
-                    length_scale=float(length_scale), seed=seed_arg, user_dict=user_dict(g_path)), 1):
-                audio = np.asarray(audio, dtype=np.float32)
-                if pieces:
-                    audio = np.concatenate([silence, audio])
+            for number, (sentence, audio) in enumerate(sentences, 1):
                 pieces.append(audio)
                 yield (rate, audio), gr.skip(), f"⏳ sentence {number}: {sentence}"
         except KoeError as exc:
@@ -165,28 +191,11 @@ def build(ctx: Context) -> None:
         if not pieces:
             yield None, None, "Nothing to say: the text frontend produced no sentences."
             return
-        whole = np.concatenate(pieces)
-        out_dir = ctx.settings.data_root / ".studio" / "synth"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(Path(g_path).stem)}.wav"
-        sf.write(out, whole, rate, subtype="PCM_16")
-        seconds = len(whole) / rate
-        yield gr.skip(), str(out), (f"✅ {seconds:.1f} s of audio from `{Path(g_path).name}` in "
-                                    f"{time.time() - t0:.1f} s ({len(pieces)} sentence(s)).")
+        yield gr.skip(), str(_save(ctx, g_path, np.concatenate(pieces), rate)), _done(pieces, rate, g_path, t0)
 
     def load_outside(voice, g, cfg, name):
         try:
-            if not g or not cfg:
-                raise KoeError("upload both the G_*.pth file and its config.json")
-            g_src = Path(g if isinstance(g, str) else g.name)
-            folder = outside_dir(ctx) / safe_name(name or g_src.stem, "model")
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / safe_name(g_src.name)
-            if not target.name.startswith("G_"):
-                target = folder / f"G_{target.name}"
-            shutil.copyfile(g_src, target)
-            shutil.copyfile(Path(cfg if isinstance(cfg, str) else cfg.name), folder / "config.json")
-            load_voice(ctx, str(target))  # fail now, with the loader's message, not at first synthesis
+            target = add_outside_model(ctx, g, cfg, name)
         except KoeError as exc:
             return gr.skip(), gr.skip(), error_text(exc)
         choices = checkpoint_choices(ctx, voice)
@@ -199,3 +208,19 @@ def build(ctx: Context) -> None:
     synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed],
                     [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
+
+
+def _save(ctx: Context, g_path: str, audio: np.ndarray, rate: int) -> Path:
+    """Write the whole result under Data/.studio/synth/ (what the Result player plays and downloads)."""
+    out_dir = ctx.settings.data_root / ".studio" / "synth"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(Path(g_path).stem)}.wav"
+    sf.write(out, audio, rate, subtype="PCM_16")
+    return out
+
+
+def _done(pieces: list[np.ndarray], rate: int, g_path: str, t0: float) -> str:
+    seconds = sum(len(p) for p in pieces) / rate
+    return (f"✅ {seconds:.1f} s of audio from `{Path(g_path).name}` in {time.time() - t0:.1f} s "
+            f"({len(pieces)} sentence(s)).")
+
