@@ -26,7 +26,6 @@ from vits.voice_folder import (
     RAW,
     WAVS,
     config_path,
-    generator_files,
     safe_name,
 )
 
@@ -118,10 +117,6 @@ def _import_zip(voice_dir: Path, src: Path, speaker: str | None) -> list[str]:
                 shutil.copyfileobj(fin, fout)
             added.append(target.relative_to(voice_dir.resolve()).as_posix())
     return added
-
-
-# The Synthesize tab imports this name until it lists through vits.voice_folder itself.
-checkpoints = generator_files
 
 
 def speakers(voice_dir: Path, config: Path | None = None) -> list[str]:

@@ -15,8 +15,9 @@ import soundfile as sf
 from settings import Settings
 from studio import review, stages
 from studio.app import launch, parse_auth
-from studio.voices import checkpoints, create_voice, import_uploads, model_card, newest_eval_audio, zip_voice
+from studio.voices import create_voice, import_uploads, model_card, newest_eval_audio, zip_voice
 from vits.errors import KoeError
+from vits.voice_folder import generator_files
 
 
 @pytest.fixture
@@ -147,7 +148,7 @@ def test_checkpoints_eval_audio_and_export_zip(settings):
     for step in (0, 500, 1500):
         (voice_dir / "models" / f"G_{step}.pth").write_bytes(b"x")
     (voice_dir / "models" / "D_1500.pth").write_bytes(b"x")
-    assert [s for s, _ in checkpoints(voice_dir)] == [1500, 500, 0]
+    assert [s for s, _ in generator_files(voice_dir)] == [1500, 500, 0]
     assert newest_eval_audio(voice_dir) is None
     for step in (100, 200):
         for name in ("00_gt", "00_sdp0", "01_sdp0"):

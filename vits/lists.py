@@ -24,7 +24,8 @@ from vits.voice_folder import BACKUPS, resolve_path
 
 LANGUAGES = ("ZH", "JP", "EN")
 # The spellings people (and other tools' lists) use for the three languages.
-_LANG_ALIASES = {"ZH": "ZH", "JP": "JP", "EN": "EN", "JA": "JP", "CN": "ZH", "ZH-CN": "ZH", "ZH_CN": "ZH"}
+_LANG_ALIASES = {"ZH": "ZH", "JP": "JP", "EN": "EN", "JA": "JP", "CN": "ZH", "ZH-CN": "ZH", "ZH_CN": "ZH",
+                 "EN-US": "EN", "EN_US": "EN"}
 
 
 def normalize_language(value: str) -> str | None:
