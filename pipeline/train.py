@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline import cli
-from vits.voice_folder import models_dir
+from vits.voice_folder import list_checkpoints, models_dir
 
 
 def build_parser():
@@ -43,7 +43,7 @@ def _train(args) -> int:
     wavlm = None if args.no_wavlm else (args.wavlm or settings.wavlm)
     voice = cli.voice_path(args.voice).resolve()
     base = args.base
-    if base is None and not any(models_dir(voice).glob("G_*.pth")) and \
+    if base is None and not list_checkpoints(models_dir(voice))["G"] and \
             (settings.base_model_folder / "G_0.pth").is_file():
         base = settings.base_model_folder
     opts = TrainOptions(voice_dir=voice, max_steps=args.max_steps, batch_size=args.batch_size, base=base,
