@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from pipeline import cli
+from prep.slicing import SliceOptions
+from prep.transcribe import TranscribeOptions
 from vits.errors import KoeError
 from vits.progress import format_progress
 
@@ -78,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated stages to run, in chain order (default: all; ingest only with --source)")
     parser.add_argument("--source", help="folder, zip or audio file to ingest")
     parser.add_argument("--speaker", help="speaker for files not in a sub-folder (default: the voice name)")
-    parser.add_argument("--min", type=float, default=2.0, help="shortest clip in seconds (default 2)")
-    parser.add_argument("--max", type=float, default=12.0, help="longest clip in seconds (default 12)")
-    parser.add_argument("--language", default="auto", choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--min", type=float, default=SliceOptions.min_seconds,
+                        help="shortest clip in seconds (default %(default)s)")
+    parser.add_argument("--max", type=float, default=SliceOptions.max_seconds,
+                        help="longest clip in seconds (default %(default)s)")
+    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "auto"])
     parser.add_argument("--whisper-model", help="Whisper name or .pt path (default: config.yml)")
     parser.add_argument("--prompt", help="initial prompt for Whisper (names, style of punctuation)")
-    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--beam-size", type=int, default=TranscribeOptions.beam_size)
     parser.add_argument("--loudness", type=float, default=None, help="normalise clips to this LUFS (e.g. -23)")
     parser.add_argument("--trim", action="store_true", help="trim leading/trailing silence of clips")
     parser.add_argument("--batch-size", type=int, help="training batch size written to config.json")

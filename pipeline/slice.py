@@ -20,10 +20,14 @@ from vits.voice_folder import RAW
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("slice", __doc__)
     parser.add_argument("voice", help=cli.VOICE_HELP)
-    parser.add_argument("--min", type=float, default=2.0, help="shortest clip, seconds (default 2)")
-    parser.add_argument("--max", type=float, default=12.0, help="longest clip, seconds (default 12)")
-    parser.add_argument("--margin", type=float, default=0.2, help="silence kept around speech (default 0.2 s)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="VAD speech probability (default 0.5)")
+    parser.add_argument("--min", type=float, default=SliceOptions.min_seconds,
+                        help="shortest clip, seconds (default %(default)s)")
+    parser.add_argument("--max", type=float, default=SliceOptions.max_seconds,
+                        help="longest clip, seconds (default %(default)s)")
+    parser.add_argument("--margin", type=float, default=SliceOptions.margin,
+                        help="silence kept around speech (default %(default)s s)")
+    parser.add_argument("--threshold", type=float, default=SliceOptions.threshold,
+                        help="VAD speech probability (default %(default)s)")
     parser.add_argument("--no-sampler-cap", action="store_true",
                         help="allow clips longer than the 11.6 s the bucket sampler keeps")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")

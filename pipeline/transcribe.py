@@ -21,13 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("transcribe", __doc__)
     parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--model", help="Whisper name (tiny ... large-v3) or .pt path (default: config.yml)")
-    parser.add_argument("--language", default="auto", choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "auto"])
     parser.add_argument("--prompt", help="initial prompt (vocabulary, punctuation style)")
-    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--beam-size", type=int, default=TranscribeOptions.beam_size)
     parser.add_argument("--batch-size", type=int, default=TranscribeOptions.clips_per_decode,
                         help="clips Whisper decodes together with greedy decoding (default %(default)s; "
                              "not the training batch size)")
-    parser.add_argument("--temperatures", default="0,0.2,0.4,0.6,0.8,1.0",
+    parser.add_argument("--temperatures", default=",".join(f"{t:g}" for t in TranscribeOptions.temperatures),
                         help="fallback temperatures for unreliable results (comma-separated)")
     parser.add_argument("--max-tokens", type=int, help="most tokens per clip (default: Whisper's 224)")
     parser.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: config.yml, auto = GPU when present)")

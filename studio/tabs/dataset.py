@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from prep.slicing import SliceOptions
+from prep.transcribe import TranscribeOptions
 from studio import review, stages
 from studio.tabs import Context, error_text
 from studio.voices import import_uploads, read_text, save_text_with_backup
@@ -29,11 +31,11 @@ def build(ctx: Context) -> None:
             folder_btn = gr.Button("Import folder", elem_id="import-folder")
             raw_info = gr.Markdown(elem_id="raw-info")
     with gr.Row():
-        min_sec = gr.Number(label="Clip min seconds", value=2.0, elem_id="slice-min")
-        max_sec = gr.Number(label="Clip max seconds", value=12.0, elem_id="slice-max")
+        min_sec = gr.Number(label="Clip min seconds", value=SliceOptions.min_seconds, elem_id="slice-min")
+        max_sec = gr.Number(label="Clip max seconds", value=SliceOptions.max_seconds, elem_id="slice-max")
         slice_btn = gr.Button("Slice", variant="primary", elem_id="slice-btn")
     with gr.Row():
-        language = gr.Dropdown(["auto", "ZH", "JP", "EN"], value="auto", label="Transcription language",
+        language = gr.Dropdown(["auto", "ZH", "JP", "EN"], value=TranscribeOptions.language, label="Transcription language",
                                elem_id="transcribe-lang")
         model = gr.Textbox(label="Whisper model (empty: config.yml)", elem_id="whisper-model")
         keep_flagged = gr.Checkbox(label="Keep flagged clips in esd.list (review them below)", value=False,
@@ -41,10 +43,10 @@ def build(ctx: Context) -> None:
         transcribe_btn = gr.Button("Transcribe", variant="primary", elem_id="transcribe-btn")
     with gr.Accordion("Transcription options", open=False):
         with gr.Row():
-            beam = gr.Number(label="Beam size", value=5, precision=0, elem_id="beam-size")
+            beam = gr.Number(label="Beam size", value=TranscribeOptions.beam_size, precision=0, elem_id="beam-size")
             max_tokens = gr.Number(label="Most tokens per clip (0: Whisper's 224)", value=0, precision=0,
                                    elem_id="max-tokens")
-            temperatures = gr.Textbox(label="Fallback temperatures", value="0,0.2,0.4,0.6,0.8,1.0",
+            temperatures = gr.Textbox(label="Fallback temperatures", value=",".join(f"{t:g}" for t in TranscribeOptions.temperatures),
                                       elem_id="temperatures")
     with gr.Row():
         job_md = gr.Markdown("No job yet.", elem_id="dataset-job")

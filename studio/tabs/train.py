@@ -14,7 +14,7 @@ from studio.jobs import RUNNING, format_progress_text
 from studio.scalars import ScalarReader
 from studio.tabs import Context, error_text, unchanged_skip
 from studio.voices import newest_eval_audio
-from vits.config import VoiceConfig
+from vits.config import TrainConfig, VoiceConfig
 from vits.errors import KoeError
 from vits.voice_folder import CONFIG, LOGS, config_path, generator_files
 
@@ -71,19 +71,21 @@ def loaded_line(log_path: str) -> str | None:
 
 
 def build(ctx: Context) -> None:
+    defaults = TrainConfig()  # the one place training defaults live (a voice's config.json overrides them)
     with gr.Row():
         with gr.Column():
-            batch = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="batch-size")
-            hint = gr.Markdown(memory_hint(8, False, 1), elem_id="memory-hint")
-            epochs = gr.Number(label="Epochs", value=100, precision=0, elem_id="epochs")
+            batch = gr.Slider(1, 64, value=defaults.batch_size, step=1, label="Batch size", elem_id="batch-size")
+            hint = gr.Markdown(memory_hint(defaults.batch_size, defaults.bf16_run, 1), elem_id="memory-hint")
+            epochs = gr.Number(label="Epochs", value=defaults.epochs, precision=0, elem_id="epochs")
             max_steps = gr.Number(label="Stop after steps (0 = epochs decide)", value=0, precision=0,
                                   elem_id="max-steps")
-            eval_interval = gr.Number(label="Eval + save every N steps", value=1000, precision=0,
+            eval_interval = gr.Number(label="Eval + save every N steps", value=defaults.eval_interval, precision=0,
                                       elem_id="eval-interval")
-            log_interval = gr.Number(label="Log every N steps", value=50, precision=0, elem_id="log-interval")
+            log_interval = gr.Number(label="Log every N steps", value=defaults.log_interval, precision=0,
+                                     elem_id="log-interval")
         with gr.Column():
-            lr = gr.Number(label="Learning rate", value=2e-4, elem_id="learning-rate")
-            bf16 = gr.Checkbox(label="bf16 (Ampere or newer GPUs)", value=False, elem_id="bf16")
+            lr = gr.Number(label="Learning rate", value=defaults.learning_rate, elem_id="learning-rate")
+            bf16 = gr.Checkbox(label="bf16 (Ampere or newer GPUs)", value=defaults.bf16_run, elem_id="bf16")
             freeze = gr.CheckboxGroup(["ZH BERT projection", "JP BERT projection", "EN BERT projection",
                                        "decoder"], label="Freeze", elem_id="freeze")
             gpus = gr.Slider(1, 8, value=1, step=1, label="GPUs (torchrun when > 1)", elem_id="gpus")
