@@ -275,3 +275,102 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_up_to_date(out_dir: str | os.PathLike, sha256: str) -> bool:
+    """True when `out_dir` holds every graph and metadata exported from the G file with this SHA-256."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / METADATA_NAME
+    if not meta_path.is_file():
+        return False
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    complete = all((out_dir / f"{name}.onnx").is_file() for name in GRAPHS)
+    return old.get("source", {}).get("sha256") == sha256 and complete
+
+
+def verify_export(model, out_dir: str | os.PathLike, n_speakers: int) -> float:
+    """Max |onnxruntime - torch| audio difference on a random 15-token input with all noise off."""
+    import numpy as np
+
+    from vits.onnx_runtime import OnnxSynthesizer
+
+    gen = torch.Generator().manual_seed(1234)
+    t = 15
+    x = torch.randint(1, 100, (1, t), generator=gen)
+    tone = torch.randint(0, 12, (1, t), generator=gen)
+    lang = torch.randint(0, 3, (1, t), generator=gen)
+    berts = [torch.randn(1, 1024, t, generator=gen) for _ in range(3)]
+    sid = torch.tensor([n_speakers - 1])
+    with torch.no_grad():
+        ref = model.infer(x, torch.tensor([t]), sid, tone, lang, *berts, noise_scale=0.0, noise_scale_w=0.0,
+                          sdp_ratio=0.5)[0][0, 0].numpy()
+    synth = OnnxSynthesizer(out_dir)
+    got = synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=int(sid[0]), sdp_ratio=0.5,
+                      noise_scale=0.0, noise_scale_w=0.0)
+    if got.shape != ref.shape:
+        return float("inf")
+    return float(np.abs(got - ref).max())
+
+
+VERIFY_LIMIT = 1e-3  # max abs audio difference onnxruntime may show against torch
+
+
+def export_voice(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                 out_dir: str | os.PathLike | None = None, *, opset: int = OPSET, force: bool = False,
+                 verify: bool = True, progress=None) -> tuple[Path, float | None]:
+    """Export a voice (folder or G file) to ONNX and check the result against torch.
+
+    Takes the voice folder or G file, an optional checkpoint name/path, the output folder (default:
+    ``<voice>/onnx``), and `progress(step, **fields)` called as graphs are written (step = graphs done).
+    Re-exporting the same G file into a complete folder does nothing unless `force`.
+    Returns (output folder, max abs difference or None when not verified / already up to date).
+    Raises KoeError for missing files, a checkpoint that does not fit, or graphs that differ from torch by
+    more than VERIFY_LIMIT.
+    """
+    from vits.checkpoints import checkpoint_step
+    from vits.synthesis import find_voice_files
+    from vits.voice_folder import MODELS, ONNX
+
+    def report(step: int, **fields) -> None:
+        if progress is not None:
+            progress(step, **fields)
+
+    path = Path(path)
+    g_path, config_path = find_voice_files(path, checkpoint)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+    elif path.is_dir():
+        out_dir = path / ONNX
+    else:  # Data/<voice>/models/G_x.pth -> Data/<voice>/onnx
+        out_dir = (g_path.parent.parent if g_path.parent.name == MODELS else g_path.parent) / ONNX
+    sha = file_sha256(g_path)
+    if not force and is_up_to_date(out_dir, sha):
+        report(len(GRAPHS), message=f"up to date: {out_dir} (use --force to export again)")
+        return out_dir, None
+    cfg = VoiceConfig.load(config_path)
+    report(0, message=f"loading {g_path.name}")
+    model = load_generator(g_path, cfg)
+    try:
+        step = checkpoint_step(g_path)
+    except KoeError:
+        step = None
+    done = []
+
+    def on_graph(name):
+        done.append(name)
+        report(len(done), item=f"{name}.onnx")
+
+    source = {"checkpoint": str(g_path), "sha256": sha, "step": step, "config": str(config_path)}
+    meta_path = export_onnx(model, cfg, out_dir, source=source, opset=opset, on_graph=on_graph)
+    diff = None
+    if verify:
+        diff = verify_export(model, out_dir, cfg.data.n_speakers)
+        report(len(GRAPHS), message=f"onnxruntime vs torch: max abs diff {diff:.2e}")
+        if not diff < VERIFY_LIMIT:
+            raise KoeError(f"the ONNX graphs differ from torch by {diff:.3g} (limit {VERIFY_LIMIT:g})",
+                           where=str(out_dir), fix="report this with the checkpoint's config.json")
+    report(len(GRAPHS), message=f"wrote {meta_path}")
+    return out_dir, diff
