@@ -11,14 +11,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers_studio import Studio
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -26,60 +23,6 @@ CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Studio:
-    """`python app.py` as a subprocess with its own data root and config.yml."""
-
-    def __init__(self, root: Path, config: Path, env: dict | None = None):
-        self.root, self.port = root, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "studio.log"
-        child_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "KOE_STUDIO_REFRESH_S": "2",
-                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                     **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(self.port), "--root", str(root / "Data"), "--config",
-             str(config)], cwd=REPO, env=child_env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        import urllib.request
-
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("the studio exited:\n" + self.log.read_text(errors="replace")[-3000:])
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError("the studio did not start:\n" + self.log.read_text(errors="replace")[-3000:])
-
-    def stop(self) -> int:
-        # Jobs outlive the studio by design (a restarted studio re-attaches); a test must not leave any.
-        from settings import Settings
-        from studio.jobs import JobRunner
-
-        runner = JobRunner(Settings(root=self.root, data_root=self.root / "Data"), grace_s=5)
-        for job in runner.running():
-            runner.cancel(job.id, wait=True)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")

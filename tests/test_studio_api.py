@@ -2,63 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
+from helpers_studio import Studio
 from test_serve import write_tiny_voice
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Studio:
-    """`python app.py` on a free port as a subprocess, stopped with Ctrl-C."""
-
-    def __init__(self, root: Path, config: Path, *extra: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / f"studio-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if k != "KOE_API_KEY"}
-        env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(self.port), "--root", str(root / "Data"), "--config",
-             str(config), *extra], cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("the studio exited:\n" + self.log.read_text(errors="replace")[-3000:])
-            try:
-                if httpx.get(self.url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("the studio did not start:\n" + self.log.read_text(errors="replace")[-3000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +13,8 @@ def studios(tmp_path_factory, golden_dir):
     """Two studios over one tiny voice: one with `--auth u:p`, one open. Started together (start-up is slow)."""
     root = tmp_path_factory.mktemp("studio-api")
     config = write_tiny_voice(root, golden_dir)
-    locked, open_ = Studio(root, config, "--auth", "u:p"), Studio(root, config)
+    locked, open_ = (Studio(root, config, "--auth", "u:p", env={"OMP_NUM_THREADS": "1"}),
+                     Studio(root, config, env={"OMP_NUM_THREADS": "1"}))
     try:
         locked.wait_ready()
         open_.wait_ready()
