@@ -73,7 +73,7 @@ def run(args) -> Path:
     from settings import load_settings
     from vits.audio import join_with_pauses
     from vits.synthesis import Voice
-    from vits.voice_folder import USERDICT
+    from vits.voice_folder import userdict_for
 
     settings = load_settings()
     voice_dir = cli.voice_path(args.voice, must_exist=False)  # a folder, a name, or a G file
@@ -97,10 +97,10 @@ def run(args) -> Path:
         from vits.text.bert import BertFeatures
 
         user_dict = None
-        if (voice_dir / USERDICT).is_file():
+        if (dict_path := userdict_for(voice_dir)) is not None:  # a voice folder's, or a G file's voice's
             from vits.text import UserDict
 
-            user_dict = UserDict.load(voice_dir / USERDICT)
+            user_dict = UserDict.load(dict_path)
         bert = BertFeatures({k: v for k, v in settings.bert.items()}, device=device)
 
         def pieces():

@@ -21,15 +21,15 @@ from server.params import DEFAULT_MAX_MODELS
 from settings import Settings
 from vits.errors import KoeError
 from vits.voice_folder import (
-    USERDICT,
-    config_for_checkpoint,
+    ONNX,
+    ONNX_METADATA,
     config_path,
     file_stamp,
     generator_files,
     models_dir,
+    userdict_for,
 )
 
-ONNX_METADATA = "koe_onnx.json"
 ONNX_SUFFIX = "@onnx"  # "alice@onnx" = the ONNX export of voice alice (Data/alice/onnx)
 # torch's random generator is process-global (seeds use fork_rng), so torch synthesis runs one job at a
 # time across all models; that keeps seeded audio identical under load. ONNX voices use their own rng.
@@ -143,23 +143,17 @@ def default_loader(path: Path, device: str, checkpoint: str | None = None):
     target = Path(checkpoint) if checkpoint else path
     if checkpoint and not target.is_absolute():
         target = models_dir(path) / checkpoint if path.is_dir() else path.parent / checkpoint
-    config = config_for_checkpoint(target) if target.is_file() else None
-    return Voice.load(target, device=device, config_path=config), "torch"
+    return Voice.load(target, device=device), "torch"
 
 
 def _user_dict_for(path: Path):
-    """The voice's pronunciation dictionary (Data/<voice>/userdict.txt), if it has one."""
-    if path.is_dir():  # Data/<voice> or Data/<voice>/onnx
-        folders = [path, path.parent] if path.name == "onnx" else [path]
-    else:  # Data/<voice>/models/G_x.pth
-        folders = [path.parent, path.parent.parent]
-    for folder in folders:
-        candidate = folder / USERDICT
-        if candidate.is_file():
-            from vits.text import UserDict
+    """The voice's pronunciation dictionary (Data/<voice>/userdict.txt) loaded, if it has one."""
+    found = userdict_for(path)
+    if found is None:
+        return None
+    from vits.text import UserDict
 
-            return UserDict.load(candidate)
-    return None
+    return UserDict.load(found)
 
 
 def _has_torch_voice(voice_dir: Path) -> bool:
@@ -226,7 +220,7 @@ class ModelRegistry:
             if not sub.is_dir() or sub.name.startswith("."):
                 continue
             has_torch = _has_torch_voice(sub) and config_path(sub).is_file()
-            if has_torch or (sub / ONNX_METADATA).is_file() or (sub / "onnx" / ONNX_METADATA).is_file():
+            if has_torch or (sub / ONNX_METADATA).is_file() or (sub / ONNX / ONNX_METADATA).is_file():
                 names.append(sub.name)
         return names
 
@@ -248,13 +242,13 @@ class ModelRegistry:
         else:
             key, path = spec, self._resolve_name(spec)
             no_torch = not _has_torch_voice(path) and not (path / ONNX_METADATA).is_file()
-            if backend is None and no_torch and (path / "onnx" / ONNX_METADATA).is_file():
+            if backend is None and no_torch and (path / ONNX / ONNX_METADATA).is_file():
                 backend = "onnx"
         if backend == "onnx" and not (path / ONNX_METADATA).is_file():
-            if not (path / "onnx" / ONNX_METADATA).is_file():
+            if not (path / ONNX / ONNX_METADATA).is_file():
                 raise ApiError(404, f"'{spec}' has no ONNX export",
                                f"export it first: python -m pipeline.export_onnx {path}")
-            path = path / "onnx"
+            path = path / ONNX
         if backend == "onnx" and not key.endswith(ONNX_SUFFIX):
             key += ONNX_SUFFIX
         return key, path

@@ -31,9 +31,9 @@ from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.fileio import atomic_path, write_text_atomic
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, SYMBOLS
+from vits.voice_folder import ONNX_METADATA as METADATA_NAME
 
 GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
-METADATA_NAME = "koe_onnx.json"
 FORMAT_VERSION = 1
 OPSET = 17
 BERT_MODELS = {"ZH": "chinese-roberta-wwm-ext-large", "JP": "deberta-v2-large-japanese-char-wwm",

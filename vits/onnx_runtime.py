@@ -16,8 +16,8 @@ import numpy as np
 
 from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
+from vits.voice_folder import ONNX_METADATA as METADATA_NAME
 
-METADATA_NAME = "koe_onnx.json"
 GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
 BERT_DIM = 1024
 

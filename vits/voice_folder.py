@@ -48,6 +48,7 @@ BACKUPS = "backups"
 TRASH = "trash"
 EXPORT = "export"
 ONNX = "onnx"
+ONNX_METADATA = "koe_onnx.json"  # in an ONNX export folder; written last, so its presence means complete
 USERDICT = "userdict.txt"
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
@@ -159,6 +160,19 @@ def config_path(voice_dir: str | os.PathLike) -> Path:
 def models_dir(voice_dir: str | os.PathLike) -> Path:
     """`<voice>/models/`: training checkpoints, the base model, release files."""
     return Path(voice_dir) / MODELS
+
+
+def userdict_for(path: str | os.PathLike) -> Path | None:
+    """The pronunciation dictionary of the voice `path` belongs to, or None when it has none.
+
+    `path` is a voice folder, its ONNX export (``<voice>/onnx``) or a G file (``<voice>/models/G_x.pth``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        folders = [path, path.parent] if path.name == ONNX else [path]
+    else:
+        folders = [path.parent, path.parent.parent]
+    return next((f / USERDICT for f in folders if (f / USERDICT).is_file()), None)
 
 
 def config_for_checkpoint(g_path: str | os.PathLike) -> Path:
