@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vits.errors import KoeError
 from vits.fileio import write_text_atomic
-from vits.voice_folder import BACKUPS, resolve_path
+from vits.voice_folder import BACKUPS
 
 LANGUAGES = ("ZH", "JP", "EN")
 # The spellings people (and other tools' lists) use for the three languages.
@@ -161,11 +161,6 @@ def read_cleaned_lines(path: str | Path) -> list[tuple[str, str]]:
 def read_cleaned_list(path: str | Path) -> list[tuple[str, CleanedLine]]:
     """Every line of a cleaned list as (`file:line`, CleanedLine). Raises KoeError on a missing file or bad line."""
     return [(where, parse_cleaned_line(line, where)) for where, line in read_cleaned_lines(path)]
-
-
-def list_wav_path(voice_dir: str | Path, wav: str) -> Path:
-    """The wav a list line names: absolute as is, else relative to the voice folder."""
-    return resolve_path(Path(voice_dir), wav)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from studio import review, stages
 from studio.tabs import Context, error_text
 from studio.voices import import_uploads, read_text, save_text_with_backup
 from vits.errors import KoeError
-from vits.voice_folder import RAW
+from vits.voice_folder import RAW, USERDICT
 
 STAGES = {"ingest", "slice", "transcribe"}
 
@@ -146,7 +146,7 @@ def build(ctx: Context) -> None:
             path = review._safe_relative(voice_dir, wav)
         except KoeError as exc:
             return None, str(exc), None
-        preview = review.g2p_preview(str(row[4]), str(row[3]).upper(), voice_dir / "userdict.txt")
+        preview = review.g2p_preview(str(row[4]), str(row[3]).upper(), voice_dir / USERDICT)
         return (str(path) if path.is_file() else None), preview, evt.index[0]
 
     def save_table(voice, rows, removed):
@@ -167,13 +167,13 @@ def build(ctx: Context) -> None:
 
     def load_dict(voice):
         try:
-            return read_text(ctx.voice_dir(voice) / "userdict.txt"), ""
+            return read_text(ctx.voice_dir(voice) / USERDICT), ""
         except KoeError as exc:
             return "", error_text(exc)
 
     def save_dict(voice, text):
         try:
-            path = ctx.voice_dir(voice) / "userdict.txt"
+            path = ctx.voice_dir(voice) / USERDICT
             save_text_with_backup(path, text or "")
             try:
                 from vits.text import UserDict
