@@ -39,6 +39,15 @@ class Settings:
                            fix="use letters, digits, '-', '_' (no slashes, not starting with '.')")
         return self.data_root / voice
 
+    def use_hub_endpoint(self, override: str | None = None) -> str:
+        """Point huggingface_hub at the mirror: `override` (--endpoint), else config.yml hub.endpoint, else
+        $HF_ENDPOINT. Call before huggingface_hub is imported (it reads the variable then). Returns the
+        endpoint ("" = the official hub)."""
+        endpoint = override or self.hub_endpoint
+        if endpoint:
+            os.environ["HF_ENDPOINT"] = endpoint
+        return endpoint
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device

@@ -31,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = load_settings(args.config)
-        endpoint = args.endpoint or settings.hub_endpoint
-        if endpoint:
-            # huggingface_hub reads the mirror from the environment when it is imported.
-            os.environ["HF_ENDPOINT"] = endpoint
+        endpoint = settings.use_hub_endpoint(args.endpoint)
         os.environ.pop("HF_HUB_OFFLINE", None)
         names = expand(args.what)
         for i, name in enumerate(names):

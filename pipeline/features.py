@@ -65,8 +65,7 @@ def _model_dirs(args) -> tuple[dict[str, Path], str]:
     for lang, value in (("ZH", args.bert_zh), ("JP", args.bert_jp), ("EN", args.bert_en)):
         if value:
             dirs[lang] = Path(value).resolve()
-    if settings.hub_endpoint and not os.environ.get("HF_ENDPOINT"):
-        os.environ["HF_ENDPOINT"] = settings.hub_endpoint
+    settings.use_hub_endpoint()
     return dirs, args.device or settings.resolved_device()
 
 

@@ -67,6 +67,23 @@ def test_settings_resolve_paths(tmp_path):
             s.voice_dir(bad)
 
 
+def test_hub_mirror_order_flag_then_config_then_environment(tmp_path, monkeypatch):
+    """The one rule the download command, the feature stage and --help state."""
+    monkeypatch.setenv("HF_ENDPOINT", "https://env.example")
+    (tmp_path / "config.yml").write_text("hub:\n  endpoint: https://config.example\n")
+    s = load_settings(tmp_path / "config.yml")
+    assert s.use_hub_endpoint("https://flag.example") == "https://flag.example"
+    assert s.use_hub_endpoint() == "https://config.example"
+    import os
+
+    assert os.environ["HF_ENDPOINT"] == "https://config.example"
+    (tmp_path / "config.yml").write_text("hub:\n  endpoint: ''\n")
+    monkeypatch.setenv("HF_ENDPOINT", "https://env.example")
+    assert load_settings(tmp_path / "config.yml").use_hub_endpoint() == "https://env.example"
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert load_settings(tmp_path / "config.yml").use_hub_endpoint() == ""
+
+
 def test_atomic_path_replaces_only_on_success(tmp_path):
     from vits.fileio import atomic_path, write_text_atomic
 
