@@ -25,6 +25,7 @@ from vits import checkpoints as ckpts
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.train.setup import Networks
+from vits.voice_folder import list_checkpoints
 
 
 @dataclass
@@ -193,9 +194,8 @@ def _base_files(models_dir: Path, base: Path | None) -> tuple[Path, dict[str, Pa
         return models_dir, found[1]
     base = Path(base)
     if base.is_file():
-        step = ckpts.checkpoint_step(base)
-        return base.parent, {k: (base.parent / f"{k}_{step}.pth") if (base.parent / f"{k}_{step}.pth").is_file()
-                             else None for k in ckpts.KINDS} | {"G": base}
+        step, found = ckpts.checkpoint_step(base), list_checkpoints(base.parent)
+        return base.parent, {k: found[k].get(step) for k in ckpts.KINDS} | {"G": base}
     found = ckpts.latest_checkpoints(base)
     if found is None:
         raise KoeError("no G_*.pth base model in this folder", where=str(base),
