@@ -307,6 +307,12 @@ class ModelRegistry:
             available = self.available()
             if not self.models and len(available) == 1:
                 return await self.load(available[0])
+            if not self.models and not available:
+                raise ApiError(404, f"no voice to speak with: none is loaded and {self.settings.data_root} "
+                                    "holds no trained voice",
+                               "train one first (python -m pipeline.train Data/<voice>)"
+                               + (", or pass model=<a voice folder or G_*.pth path>" if self.allow_paths else ""),
+                               loaded=[], available=[])
             raise ApiError(422, "no model given and there is more than one to choose from",
                            "pass model=<voice name> (or model_id=<id>); see GET /models",
                            loaded=list(self.models), available=available)

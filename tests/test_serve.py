@@ -204,3 +204,14 @@ def test_onnx_voice_served(client, settings):
     loaded = {m["name"]: m["backend"] for m in client.get("/models").json()["loaded"]}
     assert loaded["tiny@onnx"] == "onnx"
     assert json.loads(client.get("/status").content)["queue_length"] == 0
+
+
+def test_no_voice_at_all_says_so_not_that_there_are_several(tmp_path):
+    (tmp_path / "config.yml").write_text(f"data_root: {tmp_path / 'Data'}\n", encoding="utf-8")
+    empty = load_settings(tmp_path / "config.yml")
+    with TestClient(create_app(empty)) as c:
+        body = _error(c.get("/voice", params={"text": "你好"}), 404)
+        assert "no trained voice" in body["error"] and "more than one" not in body["error"]
+        assert "python -m pipeline.train" in body["detail"] and "path" in body["detail"]
+    with TestClient(create_app(empty, allow_paths=False)) as c:
+        assert "path" not in _error(c.get("/voice", params={"text": "你好"}), 404)["detail"]
