@@ -15,7 +15,7 @@ ZH_SYMBOLS = [
 JA_SYMBOLS = [
     "N", "a", "a:", "b", "by", "ch", "d", "dy", "e", "e:", "f", "g", "gy", "h", "hy", "i", "i:", "j", "k",
     "ky", "m", "my", "n", "ny", "o", "o:", "p", "py", "q", "r", "ry", "s", "sh", "t", "ts", "ty", "u",
-    "u:", "w", "y", "z", "zy",
+    "u:", "w", "y", "z", "zy", "v",  # v: ヴ (2.3 maps it so; the id is the one Chinese ü uses)
 ]
 EN_SYMBOLS = [
     "aa", "ae", "ah", "ao", "aw", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g", "hh", "ih", "iy",

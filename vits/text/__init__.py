@@ -247,16 +247,29 @@ def clean_single(text: str, language: str, user_dict: UserDict | None = None) ->
 _SENTENCE_RX = re.compile(r"(?<=[。！？!?…\n])[”’」』）)\"']*|(?<=\.)(?=\s|$)[”’\"']*")
 
 
+# Words whose "." does not end a sentence ("etc." often does, so it is not here).
+_ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "cf", "no",
+                            "fig", "mt", "approx", "dept", "inc", "ltd", "co"})
+
+
+def _abbreviation_before(text: str, dot: int) -> bool:
+    word = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:dot])
+    return bool(word) and (word.group(1).lower() in _ABBREVIATIONS or len(word.group(1)) == 1)
+
+
 def split_sentences(text: str, max_chars: int = 150) -> list[str]:
     """Split text into sentences for synthesis, keeping end punctuation; [] for blank text.
 
-    Ends at 。！？!?… and newlines, and at "." before a space or the end (so 3.14 stays whole).
+    Ends at 。！？!?… and newlines, and at "." before a space or the end (so 3.14 stays whole), except after
+    an abbreviation or an initial ("Dr. Smith", "e.g. this", "J. R. R. Tolkien").
     Sentences longer than max_chars are cut again at commas, then spaces, then hard.
     """
     out: list[str] = []
     start = 0
     for m in _SENTENCE_RX.finditer(text):
         end = m.end()
+        if m.start() > 0 and text[m.start() - 1] == "." and _abbreviation_before(text, m.start() - 1):
+            continue  # "Dr. Smith", "e.g. this": the sentence goes on
         if end > start:
             out.append(text[start:end])
             start = end

@@ -17,5 +17,5 @@ def spell(letters: list[str]) -> list[str]:
     """ARPAbet of a word read letter by letter (each letter's first CMU pronunciation)."""
     out: list[str] = []
     for c in letters:
-        out += cmu().get(c, [[]])[0]
+        out += ["EY1"] if c == "a" else cmu().get(c, [[]])[0]  # CMU's first "a" is the article AH0
     return out

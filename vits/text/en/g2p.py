@@ -14,7 +14,7 @@ import threading
 
 from vits.symbols import PUNCTUATION, SYMBOL_TO_ID
 from vits.text.common import distribute_phone
-from vits.text.en import neural
+from vits.text.en import heteronyms, neural
 from vits.text.en.cmudict import cmu, spell
 
 _WORD_RX = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[" + re.escape("".join(PUNCTUATION)) + r"]")
@@ -49,11 +49,23 @@ def _possessive(word: str, lookup) -> list[str] | None:
     return stem + suffix
 
 
-def word_arpabet(word: str, previous: str | None = None, user: dict[str, list[str]] | None = None) -> list[str]:
-    """ARPAbet phones of one word: user dictionary, homographs, CMU, contractions, acronyms, neural model."""
+def word_arpabet(word: str, previous: str | None = None, user: dict[str, list[str]] | None = None,
+                 context: heteronyms.Context | None = None) -> list[str]:
+    """ARPAbet phones of one word: user dictionary, heteronyms in context, acronyms, CMU, contractions,
+    the neural model. `context` (the sentence around the word) decides heteronyms and acronyms."""
     key = word.lower()
     if user and key in user:
         return list(user[key])
+    if context is not None:
+        guess = heteronyms.pronunciation(word, context)
+        if guess:
+            return guess
+    if key in heteronyms.LEXICON:
+        return heteronyms.LEXICON[key].split()
+    if word.isupper() and 1 < len(word) <= 5 and key not in heteronyms.ACRONYM_WORDS \
+            and not (context is not None and context.shouting) and key not in heteronyms.EMPHASIS_WORDS \
+            and (len(word) == 2 or key not in cmu()):
+        return spell(key)  # AI, CA, GPU: letter by letter, also where CMU has a word (ai, ca); CMU spells FBI
     guess = neural.homograph(key, previous)
     if guess:
         return list(guess)
@@ -70,7 +82,38 @@ def word_arpabet(word: str, previous: str | None = None, user: dict[str, list[st
         return out
     if word.isupper() and 1 < len(word) <= 5:  # acronym: spell it
         return spell(key)
+    if len(key) > _LONG_WORD:
+        return _long_word(key)
     return list(neural.predict(key))
+
+
+_LONG_WORD = 12  # the neural model drops and garbles sounds past about this many letters
+_VOWEL_LETTERS = set("aeiouy")
+
+
+def _long_word(word: str) -> list[str]:
+    """A long out-of-dictionary word read in pieces: dictionary words (4+ letters) where they fit, else
+    chunks of 4-10 letters for the neural model, cut before a consonant-vowel onset where possible."""
+    n = len(word)
+    best: list[tuple[float, list[str]] | None] = [None] * (n + 1)
+    best[0] = (0.0, [])
+    for end in range(1, n + 1):
+        for start in range(max(0, end - 10), end - 3):
+            if best[start] is None:
+                continue
+            piece = word[start:end]
+            cost = 1.0 if piece in cmu() else 2.0
+            if end < n and not (word[end] not in _VOWEL_LETTERS and word[end + 1:end + 2] in _VOWEL_LETTERS):
+                cost += 1.0  # the next piece would not start with a consonant-vowel onset
+            total = best[start][0] + cost
+            if best[end] is None or total < best[end][0]:
+                best[end] = (total, best[start][1] + [piece])
+    if best[n] is None:  # shorter than 4 letters left over: one piece
+        return list(neural.predict(word))
+    out: list[str] = []
+    for piece in best[n][1]:
+        out += cmu()[piece][0] if piece in cmu() else list(neural.predict(piece))
+    return out
 
 
 def arpabet_to_phones(arpabet: list[str]) -> tuple[list[str], list[int]]:
@@ -155,11 +198,18 @@ def g2p(norm_text: str, user: dict[str, list[str]] | None = None, tokenizer=None
     word_phones: list[int] = []
     unknown: list[str] = []
     previous = None
-    for word, _, _ in words:
+    lowered = [w.lower() for w, _, _ in words]
+    letters = [w for w, _, _ in words if w not in PUNCTUATION]
+    shouting = len(letters) >= 3 and sum(w.isupper() and len(w) > 1 for w in letters) * 2 > len(letters)
+    for i, (word, _, _) in enumerate(words):
         if word in PUNCTUATION:
             p, t = [word], [0]
         else:
-            arpabet = word_arpabet(word, previous, user)
+            following = lowered[i + 1] if i + 1 < len(words) and words[i + 1][0] not in PUNCTUATION else None
+            initial = i == 0 or words[i - 1][0] in ".!?…"
+            context = heteronyms.Context(None if initial else previous, following, initial, lowered, i, word,
+                                         shouting)
+            arpabet = word_arpabet(word, previous, user, context)
             if not arpabet:
                 unknown.append(word)
             p, t = arpabet_to_phones(arpabet)

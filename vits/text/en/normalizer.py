@@ -34,12 +34,29 @@ _UNITS = {
     "℃": "degrees Celsius", "°F": "degrees Fahrenheit", "°": "degrees", "GB": "gigabytes", "MB": "megabytes",
     "KB": "kilobytes", "TB": "terabytes", "kHz": "kilohertz", "MHz": "megahertz", "GHz": "gigahertz",
     "Hz": "hertz", "kW": "kilowatts", "W": "watts", "mAh": "milliamp hours", "lb": "pounds", "oz": "ounces",
-    "ft": "feet", "in": "inches", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
+    "ft": "feet", "in": "inches", "h": "hours", "min": "minutes", "mins": "minutes", "s": "seconds",
+    "ms": "milliseconds", "tbsp": "tablespoons", "tsp": "teaspoons", "hr": "hours", "hrs": "hours",
+    "sec": "seconds", "secs": "seconds",
 }
 _SINGULAR = {"feet": "foot", "inches": "inch", "degrees Celsius": "degree Celsius",
              "degrees Fahrenheit": "degree Fahrenheit"}
 # short units that are also words ("in", "m", "s") only count when glued to the number
-_GLUED_ONLY = {"in", "s", "h", "m", "g", "L", "W", "min", "ms", "ft", "lb", "oz"}
+_GLUED_ONLY = {"in", "s", "h", "m", "g", "L", "W", "ms", "ft", "lb", "oz"}
+# kings, queens and popes take "the" + ordinal (Henry II, Elizabeth I); other words a cardinal (World War II)
+_REGNAL_NAMES = ("Henry Louis Elizabeth George Charles Edward William James Richard John Mary Peter Paul Pius "
+                 "Benedict Leo Gregory Alexander Napoleon Ramses Frederick Philip Catherine Victoria Anne Nicholas "
+                 "Ivan Alfonso Ferdinand Constantine Innocent Clement Urban Boniface Sixtus Francis Joseph Wilhelm "
+                 "Otto Harald Olaf Gustav Carl Rudolf Juan Felipe Carlos Ludwig Friedrich Stephen Malcolm David "
+                 "Robert Alfred Edmund Harold Matilda Isabella Margaret Christian Frederik Haakon Umberto "
+                 "Vittorio Pedro Manuel Sancho Casimir Sigismund Władysław Selim Mehmed Suleiman Rama").split()
+_NUMBERED_WORDS = ("War Chapter Part Volume Book Act Scene Section Phase Level Episode Type Class Grade Stage "
+                   "Bowl Apollo Rocky Article Title Appendix Round Tier Category Series").split()
+# after "Part I" these make the I the pronoun ("Part I think ...")
+_PRONOUN_NEXT = set("think am was have had will would can could know want need like love guess mean said do did "
+                    "feel hope see saw believe got should must may might just really also never always 'm".split())
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
+_ROMAN_RX = re.compile(r"\b(" + "|".join(_REGNAL_NAMES + _NUMBERED_WORDS)
+                       + r")\s+(M{0,3}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3}))\b(?![-'])")
 _UNIT_RX = re.compile(r"(-?\d+(?:\.\d+)?)(?:\s?(" + "|".join(
     re.escape(u) for u in sorted(set(_UNITS) - _GLUED_ONLY, key=len, reverse=True)) + r")|("
     + "|".join(re.escape(u) for u in sorted(_GLUED_ONLY, key=len, reverse=True)) + r"))(?![A-Za-z])")
@@ -99,7 +116,7 @@ def cardinal(text: str) -> str:
     n = int(integer)
     if len(integer) > 15:
         spoken = digits(integer)
-    elif not fraction and (1100 <= n <= 1999 or 2010 <= n <= 2099) and len(integer) == 4:
+    elif not fraction and "," not in text and (1100 <= n <= 1999 or 2010 <= n <= 2099) and len(integer) == 4:
         spoken = _year(n)
     else:
         spoken = _words(n)
@@ -183,9 +200,48 @@ def _date(m: re.Match) -> str:
     return f"{_MONTHS[month - 1]} {_ordinal(day)}, {cardinal(str(year))}"
 
 
+def _roman(numeral: str) -> int:
+    values = [_ROMAN_VALUES[c] for c in numeral]
+    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
+
+
+def _roman_after(m: re.Match) -> str:
+    word, numeral = m[1], m[2]
+    following = re.match(r"\s*([A-Za-z']+)", m.string[m.end():])
+    if not numeral or (numeral == "I" and word not in _REGNAL_NAMES and following
+                       and following[1].lower() in _PRONOUN_NEXT):
+        return m.group()
+    n = _roman(numeral)
+    return f"{word} the {_ordinal(n)}" if word in _REGNAL_NAMES else f"{word} {_words(n)}"
+
+
+def _decade(number: str) -> str:
+    """1990 -> "nineteen nineties", 80 -> "eighties", 2000 -> "two thousands"."""
+    spoken = (cardinal(number) if len(number) == 4 else _words(int(number))).split()
+    last = spoken[-1]
+    spoken[-1] = last[:-1] + "ies" if last.endswith("y") else last + "s"
+    return " ".join(spoken)
+
+
+def _street(m: re.Match) -> str:
+    full = {"St": "Street", "Ave": "Avenue", "Rd": "Road", "Blvd": "Boulevard", "Ln": "Lane"}[m[2]]
+    return f"{m[1]} {full}" + ("." if m[3] else "")
+
+
 def normalize_numbers(text: str) -> str:
-    """Spell out digits in English (dates, times, money, %, fractions, ordinals, units, phone numbers)."""
+    """Spell out digits in English (dates, times, money, %, fractions, ordinals, units, phone numbers),
+    Roman numerals after names (Henry II, World War II), decades (the 1990s) and a.m./p.m."""
     text = unicodedata.normalize("NFKC", text)
+    text = _ROMAN_RX.sub(_roman_after, text)
+    # "Baker St." is a street (St. before a name is Saint); the dot stays when a sentence ends there
+    text = re.sub(r"\b([A-Z][a-z]+) (St|Ave|Rd|Blvd|Ln)\.(\s*$|\s+(?=[A-Z]))?", _street, text)
+    text = re.sub(r"\bWi-?Fi\b", "WiFi", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?<![\d.,])(1[1-9]\d0|20\d0)'?s\b", lambda m: _decade(m[1]), text)  # the 1990s
+    text = re.sub(r"(\b(?:the|mid|early|late|her|his|their|my|your)[ -]|')(\d0)'?s\b",  # the 80s, in her 30s
+                  lambda m: m[1].replace("'", "") + _decade(m[2]), text)
+    text = re.sub(r"(\d\s?(?:min|mins|tbsp|tsp|hr|hrs|sec|secs|oz|lb|lbs|ft|in))\.(?=\s+[a-z0-9])", r"\1", text)
+    text = re.sub(r"(\d)\s?([AaPp])\.?[Mm]\.?(?![A-Za-z])(?=\s+[a-z0-9])", lambda m: f"{m[1]} {m[2].lower()} m", text)
+    text = re.sub(r"(\d)\s?([AaPp])\.?[Mm](?![A-Za-z])", lambda m: f"{m[1]} {m[2].lower()} m", text)
     text = re.sub(r"(?<!\d)(?:\+\d{1,3}[ -]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\d)",
                   lambda m: ", ".join(digits(g) for g in re.findall(r"\d+", m.group())), text)
     text = re.sub(r"(?<![\d.])0\d{3,}(?![\d.])|(?<![\d.,])\d{9,}(?![\d.,])", lambda m: digits(m.group()), text)

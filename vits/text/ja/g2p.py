@@ -17,7 +17,7 @@ from vits.text.ja.kana import kana_to_phones, mora_count
 _LOCK = threading.Lock()  # the OpenJTalk handle is shared and not thread-safe
 _KANA_OR_KANJI = re.compile(r"[\u3005\u3040-\u30ff\u4e00-\u9fff\u3400-\u4dbf]")
 # label phonemes spelled differently from our kana table
-_LABEL_FOLD = {"v": "b", "cl": "q"}
+_LABEL_FOLD = {"cl": "q"}
 
 
 def _frontend(text: str) -> list[dict]:

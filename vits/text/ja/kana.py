@@ -1,7 +1,8 @@
 """Katakana -> phoneme table (OpenJTalk's phoneme names, lower-cased, within the 112-symbol table).
 
 ン -> "n", ッ -> "q", ー repeats the previous vowel (spec §7.5). Sounds outside the Bert-VITS2 Japanese
-symbol set are folded onto the nearest symbol (ヴ -> b, ズィ -> z i).
+symbol set are folded onto the nearest symbol (ズィ -> z i); ヴ is "v", as Bert-VITS2 2.3 maps it
+(the symbol the table shares with Chinese ü).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _ROWS = {
 
 _SINGLE = {
     "ヤ": "y a", "ユ": "y u", "ヨ": "y o", "ワ": "w a", "ヲ": "o", "ン": "n", "ッ": "q",
-    "ヴ": "b u", "ヰ": "i", "ヱ": "e", "ヮ": "w a", "ヵ": "k a", "ヶ": "k e",
+    "ヴ": "v u", "ヰ": "i", "ヱ": "e", "ヮ": "w a", "ヵ": "k a", "ヶ": "k e",
     "ァ": "a", "ィ": "i", "ゥ": "u", "ェ": "e", "ォ": "o", "ャ": "y a", "ュ": "y u", "ョ": "y o",
 }
 
@@ -41,8 +42,8 @@ _LOANS = {
     "ファ": "f a", "フィ": "f i", "フェ": "f e", "フォ": "f o", "フュ": "hy u", "フャ": "hy a", "フョ": "hy o",
     "ウィ": "w i", "ウェ": "w e", "ウォ": "w o", "イェ": "y e", "シェ": "sh e", "ジェ": "j e", "チェ": "ch e",
     "ツァ": "ts a", "ツィ": "ts i", "ツェ": "ts e", "ツォ": "ts o", "スィ": "s i", "ズィ": "z i",
-    "クァ": "k a", "クィ": "k i", "クェ": "k e", "クォ": "k o", "グァ": "g a", "ヴァ": "b a", "ヴィ": "b i",
-    "ヴェ": "b e", "ヴォ": "b o", "ヴュ": "by u", "キェ": "ky e", "ニェ": "ny e", "ヒェ": "hy e",
+    "クァ": "k a", "クィ": "k i", "クェ": "k e", "クォ": "k o", "グァ": "g a", "ヴァ": "v a", "ヴィ": "v i",
+    "ヴェ": "v e", "ヴォ": "v o", "ヴュ": "by u", "キェ": "ky e", "ニェ": "ny e", "ヒェ": "hy e",
 }
 
 

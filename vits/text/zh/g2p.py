@@ -12,7 +12,8 @@ import threading
 from functools import lru_cache
 
 from vits.symbols import PUNCTUATION
-from vits.text.zh.opencpop import PINYIN_TO_PHONES
+from vits.text.zh.opencpop import PINYIN_TO_PHONES, split_pinyin  # noqa: F401 (split_pinyin: public here too)
+from vits.text.zh.polyphones import fix_number_yi, fix_polyphones
 from vits.text.zh.tone_sandhi import modified_tone, pre_merge
 
 _LOCK = threading.Lock()
@@ -79,35 +80,6 @@ def syllable_phones(initial: str, final_without_tone: str) -> tuple[str, str] | 
     return phones
 
 
-def split_pinyin(syllable: str) -> tuple[str, str, str] | None:
-    """Split a toned pinyin syllable ("zhuang4", "lv4", "nü3") into (initial, final, tone) or None."""
-    m = re.fullmatch(r"([a-zü:]+?)([1-5])", syllable.strip().lower().replace("ü", "v").replace("u:", "v"))
-    if not m:
-        return None
-    body, tone = m.groups()
-    for initial in ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x",
-                    "r", "z", "c", "s"):
-        if body.startswith(initial) and len(body) > len(initial):
-            final = body[len(initial):]
-            if initial in "jqx" and final.startswith("u"):
-                final = "v" + final[1:]
-            return initial, {"ui": "uei", "iu": "iou", "un": "uen"}.get(final, final), tone
-    # no initial: undo the y/w spelling so syllable_phones sees a bare final
-    if body.startswith("yu"):
-        final = "v" + body[2:]
-    elif body.startswith("yi"):
-        final = "i" + body[2:]
-    elif body.startswith("y"):
-        final = "i" + body[1:]
-    elif body.startswith("wu"):
-        final = "u" + body[2:]
-    elif body.startswith("w"):
-        final = "u" + body[1:]
-    else:
-        final = body
-    return "", final, tone
-
-
 def _sentence_g2p(sentence: str, forced: dict[str, list[tuple[str, str]]] | None, unknown: list[str]):
     phones: list[str] = []
     tones: list[int] = []
@@ -122,11 +94,16 @@ def _sentence_g2p(sentence: str, forced: dict[str, list[tuple[str, str]]] | None
         with _LOCK:
             seg = [(w.word, w.flag) for w in psg.lcut(text)]
         seg = pre_merge(seg, lambda w: [f for _, f in _word_pinyin(w)])
-        for word, pos in seg:
-            pairs = _word_pinyin(word)
-            finals = modified_tone(word, pos, [f for _, f in pairs])
-            for char, (initial, _), final in zip(word, pairs, finals):
-                _emit(char, initial, final, phones, tones, word2ph, unknown)
+        words = [[word, pos, list(_word_pinyin(word))] for word, pos in seg]
+        fix_polyphones(words)
+        chars, initials, finals = [], [], []
+        for word, pos, pairs in words:
+            chars += word
+            initials += [initial for initial, _ in pairs]
+            finals += modified_tone(word, pos, [final for _, final in pairs])
+        fix_number_yi(chars, finals)
+        for char, initial, final in zip(chars, initials, finals):
+            _emit(char, initial, final, phones, tones, word2ph, unknown)
     return phones, tones, word2ph
 
 

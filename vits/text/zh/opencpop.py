@@ -6,6 +6,8 @@ syllables without an initial get a placeholder initial (AA/EE/OO for a/e/o, y/w 
 
 from __future__ import annotations
 
+import re
+
 # Finals each initial combines with, in standard (Hanyu Pinyin) spelling; "v" stands for ü.
 _FINALS_BY_INITIAL = {
     "b": "a o ai ei ao an en ang eng i ie iao ian in ing u",
@@ -72,3 +74,32 @@ def _build() -> dict[str, tuple[str, str]]:
 
 
 PINYIN_TO_PHONES: dict[str, tuple[str, str]] = _build()
+
+
+def split_pinyin(syllable: str) -> tuple[str, str, str] | None:
+    """Split a toned pinyin syllable ("zhuang4", "lv4", "nü3") into (initial, final, tone) or None."""
+    m = re.fullmatch(r"([a-zü:]+?)([1-5])", syllable.strip().lower().replace("ü", "v").replace("u:", "v"))
+    if not m:
+        return None
+    body, tone = m.groups()
+    for initial in ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x",
+                    "r", "z", "c", "s"):
+        if body.startswith(initial) and len(body) > len(initial):
+            final = body[len(initial):]
+            if initial in "jqx" and final.startswith("u"):
+                final = "v" + final[1:]
+            return initial, {"ui": "uei", "iu": "iou", "un": "uen"}.get(final, final), tone
+    # no initial: undo the y/w spelling so syllable_phones sees a bare final
+    if body.startswith("yu"):
+        final = "v" + body[2:]
+    elif body.startswith("yi"):
+        final = "i" + body[2:]
+    elif body.startswith("y"):
+        final = "i" + body[1:]
+    elif body.startswith("wu"):
+        final = "u" + body[2:]
+    elif body.startswith("w"):
+        final = "u" + body[1:]
+    else:
+        final = body
+    return "", final, tone

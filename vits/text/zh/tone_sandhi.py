@@ -34,8 +34,10 @@ MUST_NEUTRAL = set("""
 
 # Words that look like neutral-tone patterns (reduplication, -子) but keep their full tone.
 MUST_NOT_NEUTRAL = set("""
-男子 女子 分子 原子 量子 莲子 石子 瓜子 电子 人人 虎虎 幺幺 干嘛 学子 哈哈 数数 袅袅 局地 以下 娃哈哈 花花草草
-留得 耕地 想想 熙熙 攘攘 卵子 死死 冉冉 恳恳 佼佼 吵吵 打打 考考 整整 莘莘 落地 算子 家家户户 青青
+男子 女子 分子 原子 量子 莲子 石子 瓜子 电子 人人 虎虎 幺幺 干嘛 学子 哈哈 袅袅 局地 以下 娃哈哈 花花草草
+留得 耕地 熙熙 攘攘 卵子 死死 冉冉 恳恳 佼佼 吵吵 整整 莘莘 落地 算子 家家户户 青青 天天 常常 慢慢 好好 刚刚
+渐渐 偷偷 悄悄 往往 久久 默默 纷纷 处处 时时 年年 统统 仅仅 稍稍 频频 连连 白白 早早 万万 匆匆 轻轻 深深 紧紧
+狠狠 静静 明明 隐隐 微微 暗暗 一一
 """.split())
 
 _PUNCT = "：，；。？！“”‘’':,;.?!"
@@ -72,14 +74,18 @@ def _split_word(word: str) -> tuple[str, str]:
 
 def _neutral_sandhi(word: str, pos: str, finals: list[str]) -> list[str]:
     # reduplicated nouns/verbs/adjectives take the neutral tone on the repeat (奶奶, 试试)
+    # only the word's first pair (看看, 说说看) or an AABB word (干干净净): 银行行长 has no repeat
+    aabb = len(word) == 4 and word[0] == word[1] and word[2] == word[3]
     for j in range(1, len(word)):
-        if word[j] == word[j - 1] and pos[:1] in ("n", "v", "a") and word not in MUST_NOT_NEUTRAL:
+        if word[j] != word[j - 1] or word in MUST_NOT_NEUTRAL or word[:2] in MUST_NOT_NEUTRAL:
+            continue
+        if (j == 1 or aabb) and (pos[:1] in ("n", "v", "a") or (len(word) == 3 and j == 1 and pos == "l")):
             _set_tone(finals, j, "5")
     ge = word.find("个")
     last = len(word) - 1
     if word and word[-1] in "吧呢哈啊呐噻嘛吖嗨呐哦哒额滴哩哟喽啰耶喔诶":
         _set_tone(finals, last, "5")
-    elif word and word[-1] in "的地得":
+    elif word and word[-1] in "的地得" and not (word == "得" and pos == "v"):  # 得 the verb: de2/dei3
         _set_tone(finals, last, "5")
     elif len(word) == 1 and word in "了着过" and pos in ("ul", "uz", "ug"):
         _set_tone(finals, last, "5")
@@ -112,8 +118,8 @@ def _bu_sandhi(word: str, finals: list[str]) -> list[str]:
 
 
 def _yi_sandhi(word: str, finals: list[str]) -> list[str]:
-    if "一" in word and all(c.isnumeric() for c in word if c != "一"):
-        return finals  # digit sequences (一零零) keep yi1
+    if "一" in word and all(c.isnumeric() and c not in "百千万亿" for c in word if c != "一"):
+        return finals  # digit sequences (一零零) keep yi1; 一万, 一千 take the sandhi
     if len(word) == 3 and word[1] == "一" and word[0] == word[-1]:
         _set_tone(finals, 1, "5")  # 看一看
     elif word.startswith("第一"):
@@ -229,8 +235,9 @@ def _merge_three_tones(seg: list[list[str]], finals_of, whole: bool) -> list[lis
             else:
                 joinable = bool(prev) and bool(cur) and _tone(prev[-1]) == "3" and _tone(cur[0]) == "3"
             prev_word = seg[i - 1][0]
+            # a reduplication (想想) keeps its own word so its repeat can take the neutral tone
             if joinable and not (len(prev_word) == 2 and prev_word[0] == prev_word[1]) \
-                    and len(prev_word) + len(word) <= 3:
+                    and not (len(word) == 2 and word[0] == word[1]) and len(prev_word) + len(word) <= 3:
                 out[-1][0] += word
                 merged_last[i] = True
                 continue
