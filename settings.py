@@ -25,10 +25,13 @@ class Settings:
     models_dir: Path = field(default_factory=Path)
     bert: dict[str, Path] = field(default_factory=dict)
     wavlm: Path = field(default_factory=Path)
+    clap: Path = field(default_factory=Path)  # laion/clap-htsat-fused: emotion prompts/features of 2.2 voices
     whisper_model: str = "medium"
     whisper_root: Path = field(default_factory=Path)
     base_model_repo: str = ""
     base_model_folder: Path = field(default_factory=Path)
+    base_model_22_repo: str = ""
+    base_model_22_folder: Path = field(default_factory=Path)
     host: str = "127.0.0.1"
     port: int = 7860
 
@@ -38,6 +41,11 @@ class Settings:
             raise KoeError(f"invalid voice name {voice!r}",
                            fix="use letters, digits, '-', '_' (no slashes, not starting with '.')")
         return self.data_root / voice
+
+    def base_model_folder_for(self, version: str) -> Path:
+        """config.yml's base model folder for a voice of `version`: base_model_22 for "2.2" (2.2-CLAP),
+        else base_model (2.3). A 2.3 base cannot seed a 2.2 network, nor the other way round."""
+        return self.base_model_22_folder if version == "2.2" else self.base_model_folder
 
     def use_hub_endpoint(self, override: str | None = None) -> str:
         """Point huggingface_hub at the mirror: `override` (--endpoint), else config.yml hub.endpoint, else
@@ -77,6 +85,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     hub = raw.get("hub") or {}
     whisper = raw.get("whisper") or {}
     base_model = raw.get("base_model") or {}
+    base_model_22 = raw.get("base_model_22") or {}
     server = raw.get("server") or {}
     return Settings(
         root=base,
@@ -88,10 +97,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
             ("ZH", "chinese-roberta-wwm-ext-large"), ("JP", "deberta-v2-large-japanese-char-wwm"),
             ("EN", "deberta-v3-large"))},
         wavlm=p(raw.get("wavlm"), "models/slm/wavlm-base-plus"),
+        clap=p(raw.get("clap"), "models/emotional/clap-htsat-fused"),
         whisper_model=str(whisper.get("model", "medium")),
         whisper_root=p(whisper.get("download_root"), "models/whisper"),
         base_model_repo=str(base_model.get("repo", "Stardust_minus/Bert-VITS2")),
         base_model_folder=p(base_model.get("folder"), "models/base/bert-vits2-2.3"),
+        base_model_22_repo=str(base_model_22.get("repo", "OedoSoldier/Bert-VITS2-2.2-CLAP")),
+        base_model_22_folder=p(base_model_22.get("folder"), "models/base/bert-vits2-2.2-clap"),
         host=str(server.get("host", "127.0.0.1")),
         port=int(server.get("port", 7860)),
     )

@@ -2,10 +2,14 @@
 
     python -m pipeline.prepare Data/<voice> --source recordings.zip --language zh
     python -m pipeline.prepare Data/<voice> --stages transcribe,text --whisper-model large-v3
+    python -m pipeline.prepare Data/<voice> --source recordings.zip --version 2.2   # a Bert-VITS2 2.2-CLAP voice
 
 Each stage runs as `python -m pipeline.<stage>` in a subprocess (or in this process with --in-process);
 the chain stops at the first failed stage and says which and why. Every stage skips finished work, so
 running the chain again continues where it stopped. (What the stage CLIs share is in pipeline/cli.py.)
+--version 2.2 makes the voice a Bert-VITS2 2.2-CLAP voice (its config.json per the 2.2 defaults; the
+features stage then also writes each clip's CLAP emotion file); the default is 2.3, or 2.2 by itself when a
+2.2 base model is placed as models/G_0.pth (prep/voice_version.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from pipeline import cli
 from prep.slicing import SliceOptions
 from prep.transcribe import TranscribeOptions
+from prep.voice_version import VERSIONS, base_model_version, set_voice_version
 from vits.errors import KoeError
 from vits.progress import format_progress
 
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="training batch size written to config.json")
     parser.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: config.yml)")
     parser.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)))
+    parser.add_argument("--version", choices=list(VERSIONS), default=None,
+                        help="Bert-VITS2 version of a new voice: 2.3 (default) or 2.2 (CLAP emotion; for a 2.2 base model)")
     parser.add_argument("--config", help="config.yml to use (model folders, data root); default: the repo's")
     parser.add_argument("--in-process", action="store_true", help="run stages in this process, not subprocesses")
     a = parser.parse_args(argv)
@@ -109,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in wanted and not a.source and a.stages != parser.get_default("stages"):
             raise KoeError("the ingest stage needs --source", fix="pass --source FOLDER_OR_ZIP")
         voice = str(cli.voice_path(a.voice, must_exist=bool(not a.source)))
+        version = a.version or base_model_version(voice)
+        if version:
+            print(f"prepare: Bert-VITS2 {version} voice ({set_voice_version(voice, version)})", flush=True)
         chain = [s for s in STAGES if s in wanted]
         for i, stage in enumerate(chain):
             args = stage_args(stage, voice, a)

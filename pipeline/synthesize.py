@@ -8,6 +8,10 @@ data root of config.yml, or a G file; use --checkpoint for a particular G file o
 take the cleaned form (as in filelists/*.list: phones with the leading/trailing "_", raw tones, no blanks);
 that path needs no BERT models (their slots get Bert-VITS2's filler noise, so expect lower quality). --text
 needs the BERT models named in config.yml (python -m pipeline.download bert).
+A Bert-VITS2 2.2 (CLAP) voice also takes an emotion: --emotion-text "Happy" / "悲伤" (the default is "Happy")
+or --emotion-audio clip.wav (a reference clip whose emotion it takes); they need the CLAP model named in
+config.yml (python -m pipeline.download clap). 2.3 voices have no emotion input (the options are ignored,
+with a warning).
 Exit status: 0 written, 1 failed (message on stderr), 2 usage.
 """
 
@@ -51,6 +55,10 @@ def build_parser():
     parser.add_argument("--pause", type=float, default=d.pause,
                         help=f"seconds of silence between sentences (default {d.pause})")
     parser.add_argument("--seed", type=int, help="random seed for reproducible output")
+    emotion = parser.add_mutually_exclusive_group()
+    emotion.add_argument("--emotion-text", help='2.2 voices: emotion text prompt, e.g. "Happy" or "悲伤" (default Happy)')
+    emotion.add_argument("--emotion-audio", help="2.2 voices: reference clip (wav/flac/ogg/mp3) whose emotion to take")
+    parser.add_argument("--clap-model", help="CLAP model folder for the emotion (default: clap: in config.yml)")
     parser.add_argument("--float", action="store_true", help="write 32-bit float samples (default 16-bit PCM)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: config.yml's device)")
     return parser
@@ -66,6 +74,22 @@ def write_wav_atomic(path: Path, audio, sampling_rate: int, float32: bool = Fals
 
 def _progress(step: int, total: int | None, **fields) -> None:
     print(format_progress(STAGE, step=step, total=total, **fields), flush=True)
+
+
+def _emotion(args, voice, settings, device: str) -> dict:
+    """{"emo": [512] vector} for a 2.2 voice (from --emotion-audio, else --emotion-text), {} for a 2.3 one."""
+    from vits.clap import ClapEmbedder, emotion_vector, takes_emotion
+
+    if not takes_emotion(voice):
+        if args.emotion_text is not None or args.emotion_audio is not None:
+            cli.warn("this is a Bert-VITS2 2.3 voice: it has no emotion input, --emotion-text/--emotion-audio ignored")
+        return {}
+    clap = ClapEmbedder(Path(args.clap_model) if args.clap_model else settings.clap, device=device)
+    mode = "audio" if args.emotion_audio is not None else "text"
+    prompt = args.emotion_audio if mode == "audio" else (args.emotion_text or "Happy")
+    _progress(0, None, message=f"emotion from the {mode} prompt {prompt}")
+    return {"emo": emotion_vector(clap, text=args.emotion_text, audio=args.emotion_audio, mode=mode,
+                                  where=args.emotion_audio)}
 
 
 def run(args) -> Path:
@@ -86,6 +110,7 @@ def run(args) -> Path:
     voice.speaker_id(speaker)  # fail early on an unknown speaker
     knobs = dict(speaker=speaker, sdp_ratio=args.sdp_ratio, noise_scale=args.noise_scale,
                  noise_scale_w=args.noise_scale_w, length_scale=args.length_scale, seed=args.seed)
+    knobs.update(_emotion(args, voice, settings, device))
     start = time.monotonic()
     if args.phones is not None:
         if args.tones is None:

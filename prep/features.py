@@ -1,10 +1,11 @@
-"""BERT features of a voice: one `<clip>.bert.pt` per list line (spec §7.8).
+"""BERT features of a voice: one `<clip>.bert.pt` per list line (spec §7.8); for a 2.2-CLAP voice also
+one `<clip>.emo.npy` (the clip's CLAP audio embedding, 2.2 spec §8.1).
 
 Reads filelists/train.list and val.list (the cleaned 7-field lines, via `vits.lists`), leaves files that
-are already valid ([hidden, 2N+1] float32), computes the rest in padded batches and saves each
-atomically next to its wav. A line that cannot be used becomes a `file:line: problem` string; the other
-lines are still done. With several GPUs, `run_shards` runs one worker process per GPU and merges their
-progress.
+are already valid ([hidden, 2N+1] float32; emo: float32 [512, 1]), computes the rest in batches and saves
+each atomically next to its wav. A line that cannot be used becomes a `file:line: problem` string; the
+other lines are still done. With several GPUs, `run_shards` runs one worker process per GPU and merges
+their progress.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vits.errors import KoeError
-from vits.lists import LANGUAGES, bert_path, parse_cleaned_line, read_cleaned_lines
+from vits.lists import LANGUAGES, bert_path, emo_path, parse_cleaned_line, read_cleaned_lines
 from vits.progress import parse_progress
 from vits.voice_folder import TRAIN_LIST, VAL_LIST, resolve_path
 
 DEFAULT_LISTS = (TRAIN_LIST, VAL_LIST)
 UTTERANCES_PER_BATCH = 32  # BERT forward batch (not the training batch size)
 MAX_BATCH_TOKENS = 8192  # padded tokens per BERT forward
+CLIPS_PER_CLAP_BATCH = 16  # clips per CLAP forward (each is [4, 1001, 64] mel frames)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Item:
     phones: list[str]
     tones: list[int]
     word2ph: list[int]
+    wav: Path | None = None  # the clip (the CLAP embedding is made from it)
 
 
 @dataclass
@@ -65,7 +68,7 @@ def read_lists(voice_dir: Path, lists=DEFAULT_LISTS) -> tuple[list[Item], list[s
             continue
         for where, line in read_cleaned_lines(path):
             try:
-                cl = parse_cleaned_line(line, where)
+                cl = parse_cleaned_line(line, where, voice_dir)
             except KoeError as exc:
                 problems.append(str(exc))
                 continue
@@ -76,11 +79,12 @@ def read_lists(voice_dir: Path, lists=DEFAULT_LISTS) -> tuple[list[Item], list[s
                 problems.append(f"{where}: {len(cl.phones)} phones, {len(cl.tones)} tones, word2ph sums to "
                                 f"{sum(cl.word2ph)} (re-run python -m pipeline.text)")
                 continue
-            out = bert_path(resolve_path(voice_dir, cl.wav))
+            wav = resolve_path(voice_dir, cl.wav)
+            out = bert_path(wav)
             if out in seen:
                 continue
             seen.add(out)
-            items.append(Item(where, out, cl.language, cl.text, cl.phones, cl.tones, cl.word2ph))
+            items.append(Item(where, out, cl.language, cl.text, cl.phones, cl.tones, cl.word2ph, wav))
     return items, problems
 
 
@@ -169,6 +173,54 @@ def compute_features(bert, todo: list[Item], batch_size: int = UTTERANCES_PER_BA
             result.written += 1
         if progress:
             progress(start + len(chunk), chunk[-1].out.name)
+    return result
+
+
+# ---- CLAP emotion features (2.2 voices) ---------------------------------------------------------------
+
+def pending_emo(items: list[Item], force: bool = False) -> list[Item]:
+    """The items whose `<clip>.emo.npy` is missing or not a float32 [512, 1] tensor (all with `force`)."""
+    from vits.clap import is_emo_file
+
+    return [it for it in items if force or not is_emo_file(emo_path(it.wav))]
+
+
+def load_clap(model_dir: Path, device: str):
+    """A loaded `vits.clap.ClapEmbedder`. Raises KoeError naming the folder and `python -m pipeline.download clap`."""
+    from vits.clap import ClapEmbedder
+
+    return ClapEmbedder(model_dir, device=device)
+
+
+def compute_emo_features(clap, todo: list[Item], batch_size: int = CLIPS_PER_CLAP_BATCH,
+                         progress: Callable[[int, str], None] | None = None) -> FeatureResult:
+    """Write each item's CLAP audio embedding (torch-saved float32 [512, 1]) as `<clip>.emo.npy`.
+
+    The wavs are read at 48 kHz (soxr) and embedded in batches of `batch_size` clips; a clip that cannot be
+    read becomes a `file:line: problem` and the others are still done. progress(done, item name) after
+    each batch. Returns FeatureResult.
+    """
+    from prep.audio import load_audio
+    from vits.clap import CLAP_RATE, EMBED_DIM
+
+    result = FeatureResult(failed=[])
+    for start in range(0, len(todo), batch_size):
+        chunk, waves = [], []
+        for it in todo[start:start + batch_size]:
+            try:
+                wave, _rate, _info = load_audio(it.wav, CLAP_RATE)
+            except KoeError as exc:
+                result.failed.append(f"{it.where}: {exc}")
+                continue
+            chunk.append(it)
+            waves.append(wave)
+        if chunk:
+            embeddings = clap.audio_features(waves, CLAP_RATE, names=[it.where for it in chunk])
+            for it, emb in zip(chunk, embeddings):
+                save_features(emb.reshape(EMBED_DIM, 1).contiguous(), emo_path(it.wav))
+                result.written += 1
+        if progress:
+            progress(min(start + batch_size, len(todo)), todo[min(start + batch_size, len(todo)) - 1].wav.name)
     return result
 
 

@@ -263,7 +263,8 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
     cfg.data.n_speakers = len(result.spk2id)
     cfg.data.training_files = TRAIN_LIST
     cfg.data.validation_files = VAL_LIST
-    cfg.version = "2.3"
+    if cfg.architecture != "2.2":  # a 2.2-CLAP voice (prep/voice_version.py) stays 2.2
+        cfg.version = "2.3"
     if opts.batch_size:
         cfg.train.batch_size = int(opts.batch_size)
     suggested = suggest_batch_size(gpu_memory())

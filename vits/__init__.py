@@ -1,4 +1,4 @@
-"""Koe Studio's model library: Bert-VITS2 2.3-compatible networks, data, text frontend and synthesis.
+"""Koe Studio's model library: Bert-VITS2 2.3- and 2.2-compatible networks, data, text frontend and synthesis.
 
 This package never imports gradio or argparse and never prints: the `pipeline` CLIs and the `studio`
 UI sit on top of it.

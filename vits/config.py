@@ -5,6 +5,7 @@ Unknown keys are kept (and written back) so files from other tools round-trip un
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -47,6 +48,7 @@ class TrainConfig(_Section):
     freeze_decoder: bool = False
     keep_ckpts: int = 8
     max_steps: int | None = None
+    use_wavlm: bool = True  # the WavLM discriminator (needs the WavLM model; `pipeline.train --no-wavlm` overrides)
 
 
 class DataConfig(_Section):
@@ -100,13 +102,66 @@ class ModelConfig(_Section):
     slm: SLMConfig = Field(default_factory=SLMConfig)
 
 
+# Model presets (the Train tab's "Model size"). "small" is for trying the workflow on a CPU, not for quality:
+# narrower networks and half-length training segments; the data section (44.1 kHz, hop 512) and the WavLM
+# discriminator's shape stay, so the same dataset and WavLM model work. A Bert-VITS2 2.3 base model does not
+# fit it (train from scratch).
+SMALL_MODEL = {"inter_channels": 96, "hidden_channels": 96, "filter_channels": 384, "n_layers": 4,
+               "n_layers_q": 2, "gin_channels": 128, "upsample_initial_channel": 128,
+               "resblock_kernel_sizes": [3, 7], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]]}
+SMALL_SEGMENT_SIZE = 8192
+MODEL_PRESETS = ("full", "small")
+
+
+def _preset_values(name: str) -> tuple[dict, int]:
+    if name == "full":
+        full = ModelConfig()
+        return {k: getattr(full, k) for k in SMALL_MODEL}, TrainConfig().segment_size
+    if name == "small":
+        return SMALL_MODEL, SMALL_SEGMENT_SIZE
+    raise KoeError(f"unknown model preset {name!r}", fix=f"use one of {', '.join(MODEL_PRESETS)}")
+
+
+def model_preset(cfg: VoiceConfig) -> str:
+    """"full" (Bert-VITS2 2.3 shapes), "small", or "custom" (config.json edited to other values)."""
+    for name in MODEL_PRESETS:
+        values, segment = _preset_values(name)
+        if cfg.train.segment_size == segment and all(getattr(cfg.model, k) == v for k, v in values.items()):
+            return name
+    return "custom"
+
+
+def apply_model_preset(cfg: VoiceConfig, name: str) -> None:
+    """Set the model shapes and segment size of preset `name` ("full" or "small") on `cfg`.
+
+    Checkpoints trained with other shapes no longer fit. Raises KoeError for an unknown name.
+    """
+    values, segment = _preset_values(name)
+    for key, value in values.items():
+        setattr(cfg.model, key, copy.deepcopy(value))
+    cfg.train.segment_size = segment
+
+
 class VoiceConfig(_Section):
-    """A whole Bert-VITS2 2.3 config.json: `train`, `data`, `model` and `version`."""
+    """A whole Bert-VITS2 config.json: `train`, `data`, `model` and `version`.
+
+    `architecture` says which network the file describes: "2.2" (CLAP emotion) for `"version": "2.2"`
+    without a `model.slm` block, else "2.3". The version string alone is not enough: the v2.3 release
+    shipped configs that still said "2.2" (2.2 spec §0), and those have the `slm` block 2.2 never had.
+    A checkpoint's keys overrule both (`vits.checkpoints.generator_version`).
+    """
 
     train: TrainConfig = Field(default_factory=TrainConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     version: str = "2.3"
+
+    @property
+    def architecture(self) -> str:
+        """"2.2" or "2.3": the generator this config builds (see the class docstring)."""
+        if str(self.version).strip().startswith("2.2") and "slm" not in self.model.model_fields_set:
+            return "2.2"
+        return "2.3"
 
     @property
     def n_vocab(self) -> int:
@@ -141,7 +196,11 @@ class VoiceConfig(_Section):
                            fix=f"correct '{loc}' in the file") from None
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        """The JSON content; a 2.2 config is written without the `slm` block (2.2 has no WavLM)."""
+        out = self.model_dump(mode="json")
+        if self.architecture == "2.2":
+            out["model"].pop("slm", None)
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config atomically (temp file + rename), UTF-8, human-readable."""

@@ -2,7 +2,9 @@
 
 A voice folder holds the train and val lists (spec §7.4; read by `vits.lists`), with wav paths relative to
 the voice folder (absolute paths are accepted too), a `*.bert.pt` next to every wav (spec §7.8) and, after
-first use, a `*.spec.pt` spectrogram cache (spec §8), written atomically.
+first use, a `*.spec.pt` spectrogram cache (spec §8), written atomically. A Bert-VITS2 2.2 voice (config
+`architecture` "2.2") also has a `*.emo.npy` CLAP embedding beside every wav (2.2 spec §8.1); its items
+and batches end with the emotion vector.
 
 `validate_lists` checks every line before training starts, so a bad line never crashes a DataLoader worker.
 """
@@ -26,6 +28,7 @@ from vits.fileio import atomic_path
 from vits.lists import (
     CleanedLine,
     bert_path,
+    emo_path,
     parse_cleaned_line,
     read_cleaned_lines,
     read_cleaned_list,
@@ -36,6 +39,10 @@ from vits.voice_folder import CONFIG, resolve_path
 
 BUCKET_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]
 BERT_DIM = 1024
+EMO_DIM = 512
+# Bert-VITS2 2.2's fallback emotion vector (its `empty_emo.npy`, same format), used for ~10% of items.
+EMPTY_EMO = Path(__file__).with_name("empty_emo.npy")
+EMPTY_EMO_SHARE = 0.1
 
 
 @dataclass
@@ -59,12 +66,12 @@ def _utterance(line: CleanedLine, voice_dir: Path, where: str) -> Utterance:
 
 def parse_line(line: str, voice_dir: Path, where: str) -> Utterance:
     """One cleaned list line (parsed by `vits.lists.parse_cleaned_line`) as an Utterance. Raises KoeError."""
-    return _utterance(parse_cleaned_line(line, where), voice_dir, where)
+    return _utterance(parse_cleaned_line(line, where, voice_dir), voice_dir, where)
 
 
 def read_list(list_file: Path, voice_dir: Path) -> list[Utterance]:
     """All lines of a list file (blank lines skipped). Raises KoeError for a missing file or bad line."""
-    return [_utterance(line, voice_dir, where) for where, line in read_cleaned_list(list_file)]
+    return [_utterance(line, voice_dir, where) for where, line in read_cleaned_list(list_file, voice_dir)]
 
 
 def text_to_ids(utt: Utterance, add_blank: bool = True):
@@ -108,7 +115,7 @@ def load_bert(path: Path, mmap: bool = False) -> torch.Tensor:
         value = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise KoeError("BERT feature file missing", where=str(path),
-                       fix="run the BERT feature stage (python -m pipeline.text) for this voice") from None
+                       fix="run the BERT feature stage (python -m pipeline.features, or Preprocess → Features) for this voice") from None
     except Exception as exc:  # a truncated or foreign file: say which one
         raise KoeError(f"cannot read BERT features ({type(exc).__name__}: {exc})", where=str(path),
                        fix="delete the file and re-run the BERT feature stage") from None
@@ -118,8 +125,32 @@ def load_bert(path: Path, mmap: bool = False) -> torch.Tensor:
     return value
 
 
+def load_emo(path: Path) -> torch.Tensor:
+    """Load a 2.2 `.emo.npy` (a torch-saved float32 [512, 1] CLAP embedding) as [512].
+
+    Raises KoeError when the file is missing, unreadable or not 512 values.
+    """
+    rerun = "run the features stage (python -m pipeline.features), which writes CLAP embeddings for 2.2 voices"
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise KoeError("CLAP emotion embedding missing (2.2 voices need one per clip)", where=str(path),
+                       fix=rerun) from None
+    except Exception as exc:  # a truncated file, or a real NumPy file from another tool
+        raise KoeError(f"cannot read the CLAP embedding ({type(exc).__name__}: {exc})", where=str(path),
+                       fix=f"delete the file and {rerun}") from None
+    if not isinstance(value, torch.Tensor) or value.numel() != EMO_DIM or not value.is_floating_point():
+        got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise KoeError(f"a CLAP embedding must be {EMO_DIM} float values ([512, 1]), got {got}", where=str(path),
+                       fix=f"delete the file and {rerun}")
+    return value.reshape(EMO_DIM).float()
+
+
 class TextAudioDataset(Dataset):
     """Items `(phones, spec, wav, sid, tone, language, bert, ja_bert, en_bert)` for one list file (spec §10.1).
+
+    For a 2.2 voice each item ends with `emo` [512]: the clip's `.emo.npy`, or with probability 0.1
+    (NumPy's global generator, as 2.2) the fallback vector `EMPTY_EMO` (2.2 spec §8.2).
 
     Args:
         voice_dir: the voice folder (list wav paths are relative to it).
@@ -135,6 +166,8 @@ class TextAudioDataset(Dataset):
         self.voice_dir = Path(voice_dir)
         self.cfg = cfg
         self.cache_spec = cache_spec
+        self.emotion = cfg.architecture == "2.2"
+        self.empty_emo = load_emo(EMPTY_EMO) if self.emotion else None
         items = read_list(resolve_path(self.voice_dir, str(list_file)), self.voice_dir)
         if shuffle:
             random.Random(1234).shuffle(items)
@@ -191,23 +224,29 @@ class TextAudioDataset(Dataset):
         wav = load_wav(utt.wav, self.cfg)
         spec = self.get_spec(wav, utt.wav)
         sid = torch.LongTensor([self.speaker_id(utt)])
-        zh, ja, en = _bert_slots(bert, utt.language)
-        return phones, spec, wav, sid, tones, langs, zh, ja, en
+        if not self.emotion:
+            return (phones, spec, wav, sid, tones, langs, *_bert_slots(bert, utt.language))
+        zh, ja, en = _bert_slots(bert, utt.language, noise=torch.rand)  # 2.2 fills with uniform noise
+        emo = load_emo(emo_path(utt.wav)) if np.random.rand() > EMPTY_EMO_SHARE else self.empty_emo
+        return phones, spec, wav, sid, tones, langs, zh, ja, en, emo
 
 
-def _bert_slots(bert: torch.Tensor, language: str):
-    """Real features in the utterance language's slot, N(0,1) noise in the other two (spec §7.8 draw order)."""
+def _bert_slots(bert: torch.Tensor, language: str, noise=torch.randn):
+    """Real features in the utterance language's slot, noise (N(0,1); 2.2: uniform) in the other two.
+
+    Draw order as spec §7.8.
+    """
     t = bert.shape[-1]
     if language == "ZH":
-        ja = torch.randn(BERT_DIM, t)
-        en = torch.randn(BERT_DIM, t)
+        ja = noise(BERT_DIM, t)
+        en = noise(BERT_DIM, t)
         return bert, ja, en
     if language == "JP":
-        zh = torch.randn(BERT_DIM, t)
-        en = torch.randn(BERT_DIM, t)
+        zh = noise(BERT_DIM, t)
+        en = noise(BERT_DIM, t)
         return zh, bert, en
-    zh = torch.randn(BERT_DIM, t)
-    ja = torch.randn(BERT_DIM, t)
+    zh = noise(BERT_DIM, t)
+    ja = noise(BERT_DIM, t)
     return zh, ja, bert
 
 
@@ -215,7 +254,8 @@ def collate(batch):
     """Sort by spec length (descending) and zero-pad (spec §10.3).
 
     Returns (text, text_lengths, spec, spec_lengths, wav, wav_lengths, sid, tone, language, bert, ja_bert,
-    en_bert) with shapes [B,T_x], [B], [B,C,T_y], [B], [B,1,L], [B], [B], [B,T_x] x2, [B,1024,T_x] x3.
+    en_bert) with shapes [B,T_x], [B], [B,C,T_y], [B], [B,1,L], [B], [B], [B,T_x] x2, [B,1024,T_x] x3;
+    items of a 2.2 voice add `emo` [B,512] as a 13th element (2.2 spec §8.3).
     """
     order = sorted(range(len(batch)), key=lambda i: batch[i][1].shape[1], reverse=True)
     b = len(batch)
@@ -235,8 +275,12 @@ def collate(batch):
     spec_lengths = torch.zeros(b, dtype=torch.long)
     wav_lengths = torch.zeros(b, dtype=torch.long)
     sid = torch.zeros(b, dtype=torch.long)
+    with_emo = len(batch[0]) == 10
+    emo = torch.zeros(b, EMO_DIM)
     for row, i in enumerate(order):
-        ph, sp, wv, s, tn, lg, zh, ja, en = batch[i]
+        ph, sp, wv, s, tn, lg, zh, ja, en = batch[i][:9]
+        if with_emo:
+            emo[row] = batch[i][9]
         n, f, ln = ph.shape[0], sp.shape[1], wv.shape[1]
         text[row, :n], tone[row, :n], language[row, :n] = ph, tn, lg
         bert[row, :, :n], ja_bert[row, :, :n], en_bert[row, :, :n] = zh, ja, en
@@ -244,8 +288,8 @@ def collate(batch):
         wav[row, :, :ln] = wv
         text_lengths[row], spec_lengths[row], wav_lengths[row] = n, f, ln
         sid[row] = s.reshape(-1)[0]
-    return (text, text_lengths, spec, spec_lengths, wav, wav_lengths, sid, tone, language,
-            bert, ja_bert, en_bert)
+    out = (text, text_lengths, spec, spec_lengths, wav, wav_lengths, sid, tone, language, bert, ja_bert, en_bert)
+    return (*out, emo) if with_emo else out
 
 
 class DistributedBucketSampler(Sampler):
@@ -411,6 +455,11 @@ def _check_line(line: str, voice_dir: Path, cfg: VoiceConfig, where: str) -> lis
         if shape is not None and (shape[0] != BERT_DIM or shape[1] != expected):
             bad(f"BERT features are {list(shape)}, expected [{BERT_DIM}, {expected}] (phones after blanks)",
                 "re-run the BERT feature stage for this clip (delete its .bert.pt first)")
+    if cfg.architecture == "2.2" and utt.wav.is_file():
+        try:
+            load_emo(emo_path(utt.wav))
+        except KoeError as exc:
+            bad(f"{exc.problem}: {emo_path(utt.wav).name}", exc.fix or "")
     return out
 
 

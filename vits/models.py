@@ -1,7 +1,9 @@
-"""The Bert-VITS2 2.3 generator network (SynthesizerTrn) and its parts (spec §3.2, §4.6-4.12, §5.2, §6).
+"""The Bert-VITS2 generator network (SynthesizerTrn) and its parts (spec §3.2, §4.6-4.12, §5.2, §6).
 
-Parameter names, order and shapes match Bert-VITS2 2.3 checkpoints (`G_*.pth`) exactly, so they load
-with `strict=True`.
+One network for both versions: `version="2.3"` (default) or `"2.2"`, the CLAP-emotion generator, whose
+text encoder adds an emotion path (`vits.emotion`, 2.2 spec §4) and whose training pass differs in the
+SDP loss (2.2 spec §5.2). Parameter names, order and shapes match Bert-VITS2 2.3 and 2.2 checkpoints
+(`G_*.pth`) exactly, so they load with `strict=True`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vits import commons, inference
+from vits import emotion as emotion_path
 from vits.attentions import Encoder
 from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
@@ -28,8 +31,10 @@ from vits.flows import (
 from vits.modules import WN, LayerNorm, remove_weight_norm, weight_norm
 from vits.symbols import NUM_LANGUAGES, NUM_TONES, SYMBOLS
 
+VERSIONS = ("2.3", "2.2")
+
 __all__ = [
-    "TextEncoder", "WN", "PosteriorEncoder", "StochasticDurationPredictor", "DurationPredictor", "ResBlock1",
+    "VERSIONS", "TextEncoder", "WN", "PosteriorEncoder", "StochasticDurationPredictor", "DurationPredictor", "ResBlock1",
     "ResBlock2", "Generator", "SynthesizerTrn", "build_generator", "prepare_for_inference",
 ]
 
@@ -38,11 +43,16 @@ BERT_DIM = 1024
 
 
 class TextEncoder(nn.Module):
-    """Phones + tones + languages + three BERT streams -> hidden_x and prior statistics (enc_p, spec §4.6)."""
+    """Phones + tones + languages + three BERT streams -> hidden_x and prior statistics (enc_p, spec §4.6).
+
+    With `emotion=True` (Bert-VITS2 2.2) it also takes a CLAP vector `emo` [B, 512], quantises it and adds
+    its projection to every token (2.2 spec §4.4).
+    """
 
     def __init__(self, n_vocab: int, out_channels: int, hidden_channels: int, filter_channels: int, n_heads: int,
-                 n_layers: int, kernel_size: int, p_dropout: float, gin_channels: int = 0):
+                 n_layers: int, kernel_size: int, p_dropout: float, gin_channels: int = 0, emotion: bool = False):
         super().__init__()
+        self.emotion = emotion
         self.n_vocab = n_vocab
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels
@@ -56,22 +66,37 @@ class TextEncoder(nn.Module):
         self.bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
         self.ja_bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
         self.en_bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
+        if emotion:  # registered here: 2.2 files list these keys between en_bert_proj and encoder
+            self.in_feature_net = emotion_path.in_feature_net()
+            self.emo_vq = emotion_path.emotion_quantizer()
+            self.out_feature_net = nn.Linear(emotion_path.EMO_DIM, hidden_channels)
         self.encoder = Encoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout,
                                gin_channels=gin_channels)
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
-    def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g=None):
-        """Returns (hidden_x [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T])."""
+    def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g=None, *, emo=None,
+                plain_vq: bool = False):
+        """Returns (hidden_x [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T]); a 2.2 encoder also
+        returns loss_commit (0-d; 0 in eval mode) and needs `emo` [B, 512]. `plain_vq`: eval-mode quantiser
+        in plain tensor ops (`vits.emotion.quantize_eval`, for ONNX tracing)."""
         bert_emb = self.bert_proj(bert).transpose(1, 2)
         ja_bert_emb = self.ja_bert_proj(ja_bert).transpose(1, 2)
         en_bert_emb = self.en_bert_proj(en_bert).transpose(1, 2)
-        h = (self.emb(x) + self.tone_emb(tone) + self.language_emb(language) + bert_emb + ja_bert_emb
-             + en_bert_emb) * math.sqrt(self.hidden_channels)
-        h = h.transpose(1, 2)
+        h = self.emb(x) + self.tone_emb(tone) + self.language_emb(language) + bert_emb + ja_bert_emb + en_bert_emb
+        if self.emotion:
+            if emo is None:
+                raise KoeError("this Bert-VITS2 2.2 text encoder needs the emotion vector emo [B, 512]",
+                               where="TextEncoder input 'emo'",
+                               fix="pass emo= a CLAP embedding (vits.clap: text prompt or reference audio)")
+            e_h, loss_commit = emotion_path.emotion_embedding(self, emo, plain_eval=plain_vq)[:2]
+            h = h + e_h.to(h.dtype)
+        h = (h * math.sqrt(self.hidden_channels)).transpose(1, 2)
         x_mask = commons.sequence_mask(x_lengths, h.size(2)).unsqueeze(1).to(h.dtype)
         h = self.encoder(h * x_mask, x_mask, g=g)
         stats = self.proj(h) * x_mask
         m, logs = torch.split(stats, self.out_channels, dim=1)
+        if self.emotion:
+            return h, m, logs, x_mask, loss_commit
         return h, m, logs, x_mask
 
 
@@ -296,10 +321,11 @@ def _check_float(name: str, t, shape: tuple) -> None:
 
 
 class SynthesizerTrn(nn.Module):
-    """The Bert-VITS2 2.3 generator (G): text encoder, posterior encoder, flow, SDP + DP, decoder.
+    """The Bert-VITS2 generator (G): text encoder, posterior encoder, flow, SDP + DP, decoder.
 
     Constructor arguments follow Bert-VITS2 (`SynthesizerTrn(n_vocab, spec_channels, segment_size, **model)`);
-    unknown config keys are ignored. `current_mas_noise_scale` is set by the trainer each step.
+    unknown config keys are ignored. `version` is "2.3" or "2.2" (CLAP emotion input; see the module
+    docstring). `current_mas_noise_scale` is set by the trainer each step.
     """
 
     def __init__(self, n_vocab: int, spec_channels: int, segment_size: int, inter_channels: int,
@@ -307,8 +333,14 @@ class SynthesizerTrn(nn.Module):
                  p_dropout: float, resblock: str, resblock_kernel_sizes, resblock_dilation_sizes, upsample_rates,
                  upsample_initial_channel: int, upsample_kernel_sizes, n_speakers: int = 256,
                  gin_channels: int = 256, use_sdp: bool = True, n_flow_layer: int = 4, n_layers_trans_flow: int = 4,
-                 flow_share_parameter: bool = False, use_transformer_flow: bool = True, **kwargs):
+                 flow_share_parameter: bool = False, use_transformer_flow: bool = True, version: str = "2.3",
+                 **kwargs):
         super().__init__()
+        if version not in VERSIONS:
+            raise KoeError(f"unknown generator version {version!r}", where="SynthesizerTrn",
+                           fix=f"use one of {', '.join(VERSIONS)}")
+        self.version = version
+        self.emotion = version == "2.2"
         if n_speakers < 1 or gin_channels < 1:
             raise KoeError(f"n_speakers={n_speakers}, gin_channels={gin_channels}: Bert-VITS2 2.3 voices need at "
                            "least one speaker and a speaker embedding", where="config.json",
@@ -329,7 +361,7 @@ class SynthesizerTrn(nn.Module):
         self.noise_scale_delta = float(kwargs.get("noise_scale_delta", 2e-6))
         self.current_mas_noise_scale = self.mas_noise_scale_initial
         self.enc_p = TextEncoder(n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers,
-                                 kernel_size, p_dropout, gin_channels=gin_channels)
+                                 kernel_size, p_dropout, gin_channels=gin_channels, emotion=self.emotion)
         self.dec = Generator(inter_channels, resblock, resblock_kernel_sizes, resblock_dilation_sizes,
                              upsample_rates, upsample_initial_channel, upsample_kernel_sizes,
                              gin_channels=gin_channels)
@@ -371,21 +403,39 @@ class SynthesizerTrn(nn.Module):
                                fix="use speaker ids from config.json spk2id" if name == "sid"
                                else "build ids with vits.symbols.cleaned_text_to_sequence")
 
-    def forward(self, x, x_lengths, y, y_lengths, sid, tone, language, bert, ja_bert, en_bert):
-        """Training pass (spec §5.2).
+    def _check_emotion(self, emo, batch: int):
+        if not self.emotion:
+            if emo is not None:
+                raise KoeError("this Bert-VITS2 2.3 generator has no emotion input", where="SynthesizerTrn input 'emo'",
+                               fix="leave emo out (only 2.2 CLAP voices take an emotion prompt)")
+            return None
+        if emo is None:
+            raise KoeError("this Bert-VITS2 2.2 generator needs the emotion vector emo [B, 512]",
+                           where="SynthesizerTrn input 'emo'",
+                           fix="pass emo= a CLAP embedding (vits.clap: a text prompt such as 'Happy' or a reference clip)")
+        return emotion_path.check_emotion(emo, batch, "SynthesizerTrn input 'emo'")
+
+    def forward(self, x, x_lengths, y, y_lengths, sid, tone, language, bert, ja_bert, en_bert, emo=None):
+        """Training pass (spec §5.2; 2.2 spec §5.2 for a 2.2 generator).
 
         Takes x/tone/language [B,T_x] int64, x_lengths [B], y linear spectrogram [B,spec,T_y], y_lengths [B],
-        sid [B], bert/ja_bert/en_bert [B,1024,T_x].
+        sid [B], bert/ja_bert/en_bert [B,1024,T_x], and for 2.2 emo [B,512].
         Returns (o [B,1,segment·hop], l_length [B], attn [B,1,T_y,T_x], ids_slice [B], x_mask, y_mask,
-        (z, z_p, m_p, logs_p, m_q, logs_q), (hidden_x, logw, logw_, logw_sdp), g).
+        (z, z_p, m_p, logs_p, m_q, logs_q), (hidden_x, logw, logw_, logw_sdp), g); a 2.2 generator returns
+        (hidden_x, logw, logw_) as the 8th item (no SDP sampling in training) and loss_commit as a 10th.
         Raises KoeError on wrongly shaped inputs.
         """
         self._check_text_inputs(x, x_lengths, sid, tone, language, bert, ja_bert, en_bert)
         b = x.shape[0]
+        emo = self._check_emotion(emo, b)
         _check_int("y_lengths", y_lengths, (b,), f"[B] = ({b},)")
         _check_float("y", y, (b, self.spec_channels, y.shape[-1] if isinstance(y, torch.Tensor) and y.dim() else 0))
         g = self.emb_g(sid).unsqueeze(-1)
-        hidden_x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+        if self.emotion:  # the quantiser's random draws come first, as in 2.2 (2.2 spec §4.5)
+            hidden_x, m_p, logs_p, x_mask, loss_commit = self.enc_p(x, x_lengths, tone, language, bert, ja_bert,
+                                                                    en_bert, g=g, emo=emo)
+        else:
+            hidden_x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
         z, m_q, logs_q, y_mask = self.enc_q(y, y_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
 
@@ -409,35 +459,40 @@ class SynthesizerTrn(nn.Module):
         l_length_sdp = self.sdp(hidden_x, x_mask, w, g=g) / torch.sum(x_mask)
         logw_ = torch.log(w + 1e-6) * x_mask
         logw = self.dp(hidden_x, x_mask, g=g)
-        logw_sdp = self.sdp(hidden_x, x_mask, g=g, reverse=True, noise_scale=1.0)
         l_length_dp = torch.sum((logw - logw_) ** 2, [1, 2]) / torch.sum(x_mask)
-        l_length_sdp = l_length_sdp + torch.sum((logw_sdp - logw_) ** 2, [1, 2]) / torch.sum(x_mask)
+        if not self.emotion:  # 2.3 also samples the SDP and adds its squared error; 2.2 keeps the NLL only
+            logw_sdp = self.sdp(hidden_x, x_mask, g=g, reverse=True, noise_scale=1.0)
+            l_length_sdp = l_length_sdp + torch.sum((logw_sdp - logw_) ** 2, [1, 2]) / torch.sum(x_mask)
         l_length = l_length_dp + l_length_sdp
 
         m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
         logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
         z_slice, ids_slice = commons.rand_slice_segments(z, y_lengths, self.segment_size)
         o = self.dec(z_slice, g=g)
+        if self.emotion:
+            return (o, l_length, attn, ids_slice, x_mask, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q),
+                    (hidden_x, logw, logw_), g, loss_commit)
         return (o, l_length, attn, ids_slice, x_mask, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q),
                 (hidden_x, logw, logw_, logw_sdp), g)
 
     def infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
               noise_scale: float = SYNTHESIS.noise_scale, length_scale: float = SYNTHESIS.length_scale,
               noise_scale_w: float = SYNTHESIS.noise_scale_w, max_len: int | None = None,
-              sdp_ratio: float = SYNTHESIS.sdp_ratio, y=None):
+              sdp_ratio: float = SYNTHESIS.sdp_ratio, y=None, *, emo=None):
         """Synthesis (spec §6; the math is `vits.inference.infer`, shared with `vits.synthesis.Voice`).
 
-        Takes the same text inputs as forward (B usually 1); `y` is accepted for Bert-VITS2 call
-        compatibility and unused. Knob defaults are `vits.defaults.SYNTHESIS`. Returns (o [B,1,hop·T_y],
+        Takes the same text inputs as forward (B usually 1), for a 2.2 generator the emotion vector `emo`
+        ([B, 512], or [512]); `y` is accepted for Bert-VITS2 call compatibility and unused. Knob defaults are `vits.defaults.SYNTHESIS`. Returns (o [B,1,hop·T_y],
         attn [B,1,T_y,T_x], y_mask [B,1,T_y], (z, z_p, m_p, logs_p)). Draws randn(B,2,T_x) on the CPU
         generator (SDP, always) and randn_like(m_p) on the model device. Raises KoeError on wrongly
         shaped inputs.
         """
         self._check_text_inputs(x, x_lengths, sid, tone, language, bert, ja_bert, en_bert)
         self._check_id_ranges(x, sid, tone, language)
+        emo = self._check_emotion(emo, x.shape[0])
         return inference.infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
                                noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
-                               sdp_ratio=sdp_ratio, max_len=max_len)
+                               sdp_ratio=sdp_ratio, max_len=max_len, emo=emo)
 
 
 def _maximum_path(neg_cent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -447,14 +502,17 @@ def _maximum_path(neg_cent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return maximum_path(neg_cent, mask)
 
 
-def build_generator(cfg) -> SynthesizerTrn:
+def build_generator(cfg, version: str | None = None) -> SynthesizerTrn:
     """Build G from a VoiceConfig exactly as Bert-VITS2's train_ms.py does.
 
-    Takes a `vits.config.VoiceConfig`; returns an untrained SynthesizerTrn (train mode).
+    Takes a `vits.config.VoiceConfig` and optionally the architecture ("2.3" or "2.2"; default: the
+    config's `architecture`, and a checkpoint's keys overrule it: `vits.checkpoints.generator_version`);
+    returns an untrained SynthesizerTrn (train mode).
     Raises KoeError for configs Bert-VITS2 could not build either (no speakers, < 3 encoder layers).
     """
     model = cfg.model.model_dump()
     model.pop("slm", None)
+    model.pop("version", None)
     noise_scaled = bool(model.get("use_noise_scaled_mas", False))
     return SynthesizerTrn(
         cfg.n_vocab,
@@ -463,6 +521,7 @@ def build_generator(cfg) -> SynthesizerTrn:
         n_speakers=cfg.data.n_speakers,
         mas_noise_scale_initial=0.01 if noise_scaled else 0.0,
         noise_scale_delta=2e-6 if noise_scaled else 0.0,
+        version=version or cfg.architecture,
         **model,
     )
 

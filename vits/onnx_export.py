@@ -1,4 +1,4 @@
-"""Export a Bert-VITS2 2.3 generator as six ONNX graphs plus a metadata JSON (spec §6, §11).
+"""Export a Bert-VITS2 2.3 or 2.2 generator as six ONNX graphs plus a metadata JSON (spec §6, §11).
 
 The synthesizer is split where randomness or data-dependent sizes sit, so the graphs are plain tensor
 programs and the caller (vits.onnx_runtime, numpy only) does the rest:
@@ -10,6 +10,10 @@ programs and the caller (vits.onnx_runtime, numpy only) does the rest:
     dp     hidden, x_mask, g                               -> logw [1,1,T]
     flow   z_p [1,C,T_y], y_mask [1,1,T_y], g              -> z [1,C,T_y]      (reverse)
     dec    z [1,C,T_y], g                                  -> audio [1,1,hop·T_y]
+
+A 2.2 (CLAP emotion) voice's enc_p graph has one more input, `emo` [1, 512] (the CLAP embedding), and
+holds the emotion path with the eval-mode quantiser as plain nearest-code ops (2.2 spec §11); the
+metadata then says `"version": "2.2"` and `"Clap": true`.
 
 Durations (exp, ceil), the alignment path and the prior noise are computed by the runtime.
 The files are written with the legacy TorchScript exporter (`dynamo=False`): torch 2.13 still ships it,
@@ -56,6 +60,17 @@ class _EncP(nn.Module):
 
     def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g):
         return self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+
+
+class _EncP22(nn.Module):
+    """The 2.2 text encoder with the emotion vector as an input (commitment loss dropped)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.enc_p = model.enc_p
+
+    def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g, emo):
+        return self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g, emo=emo, plain_vq=True)[:4]
 
 
 class _SdpReverse(nn.Module):
@@ -120,11 +135,15 @@ def _example_inputs(model, t_x: int, t_y: int) -> dict[str, tuple]:
     h = torch.randn(1, hidden, t_x, generator=gen)
     x_mask = torch.ones(1, 1, t_x)
     t_dyn, y_dyn = {1: "T"}, {2: "T"}
+    enc_p_args = (x, torch.tensor([t_x]), tone, language, *bert, g)
+    enc_p_inputs = ["x", "x_lengths", "tone", "language", "bert", "ja_bert", "en_bert", "g"]
+    enc_p = _EncP(model)
+    if getattr(model, "emotion", False):
+        emo = torch.randn(1, 512, generator=gen)
+        enc_p, enc_p_args, enc_p_inputs = _EncP22(model), (*enc_p_args, emo / emo.norm()), [*enc_p_inputs, "emo"]
     return {
         "emb": (_Emb(model), (torch.zeros(1, dtype=torch.long),), ["sid"], ["g"], None),
-        "enc_p": (_EncP(model), (x, torch.tensor([t_x]), tone, language, *bert, g),
-                  ["x", "x_lengths", "tone", "language", "bert", "ja_bert", "en_bert", "g"],
-                  ["hidden", "m_p", "logs_p", "x_mask"],
+        "enc_p": (enc_p, enc_p_args, enc_p_inputs, ["hidden", "m_p", "logs_p", "x_mask"],
                   {"x": t_dyn, "tone": t_dyn, "language": t_dyn, "bert": y_dyn, "ja_bert": y_dyn,
                    "en_bert": y_dyn, "hidden": y_dyn, "m_p": y_dyn, "logs_p": y_dyn, "x_mask": y_dyn}),
         "sdp": (_SdpReverse(model), (h, x_mask, torch.randn(1, 2, t_x, generator=gen), g),
@@ -156,7 +175,7 @@ def metadata_for(cfg: VoiceConfig, model, *, source: dict | None = None, opset: 
     return {
         "format": "koe-onnx",
         "format_version": FORMAT_VERSION,
-        "version": "2.3",
+        "version": getattr(model, "version", "2.3"),
         "graphs": {name: f"{name}.onnx" for name in GRAPHS},
         "symbols": list(SYMBOLS),
         "spk2id": spk2id,
@@ -172,7 +191,7 @@ def metadata_for(cfg: VoiceConfig, model, *, source: dict | None = None, opset: 
         "gin_channels": model.gin_channels,
         "BertSize": 1024,
         "bert_models": dict(BERT_MODELS),
-        "Clap": False,
+        "Clap": bool(getattr(model, "emotion", False)),
         "opset": opset,
         "source": source or {},
     }
@@ -259,12 +278,14 @@ def attach_onnx_decoder(model, path: str | os.PathLike, providers: list[str] | N
 
 
 def load_generator(g_path: str | os.PathLike, cfg: VoiceConfig):
-    """Build G from `cfg`, load `g_path` strictly and prepare it for inference. Raises KoeError."""
-    from vits.checkpoints import load_weights
+    """Build G from `cfg` (2.3 or 2.2 as the file's keys say), load `g_path` strictly and prepare it for
+    inference. Raises KoeError."""
+    from vits.checkpoints import generator_version, load_weights, read_checkpoint
     from vits.models import build_generator, prepare_for_inference
 
-    model = build_generator(cfg)
-    load_weights(model, g_path, kind="G")
+    ckpt = read_checkpoint(g_path)
+    model = build_generator(cfg, version=generator_version(ckpt))
+    load_weights(model, ckpt, kind="G", where=str(g_path))
     return prepare_for_inference(model)
 
 
@@ -304,12 +325,16 @@ def verify_export(model, out_dir: str | os.PathLike, n_speakers: int) -> float:
     lang = torch.randint(0, 3, (1, t), generator=gen)
     berts = [torch.randn(1, 1024, t, generator=gen) for _ in range(3)]
     sid = torch.tensor([n_speakers - 1])
+    emo = None
+    if getattr(model, "emotion", False):
+        emo = torch.randn(1, 512, generator=gen)
+        emo = emo / emo.norm()
     with torch.no_grad():
         ref = model.infer(x, torch.tensor([t]), sid, tone, lang, *berts, noise_scale=0.0, noise_scale_w=0.0,
-                          sdp_ratio=0.5)[0][0, 0].numpy()
+                          sdp_ratio=0.5, emo=emo)[0][0, 0].numpy()
     synth = OnnxSynthesizer(out_dir)
     got = synth.infer(x[0], tone[0], lang[0], *(b[0] for b in berts), speaker=int(sid[0]), sdp_ratio=0.5,
-                      noise_scale=0.0, noise_scale_w=0.0)
+                      noise_scale=0.0, noise_scale_w=0.0, emo=None if emo is None else emo[0].numpy())
     if got.shape != ref.shape:
         return float("inf")
     return float(np.abs(got - ref).max())

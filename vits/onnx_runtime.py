@@ -3,6 +3,7 @@
 `OnnxSynthesizer(folder)` reads `koe_onnx.json` and the six graphs written by `vits.onnx_export`
 (emb, enc_p, sdp, dp, flow, dec) and runs spec §6 with the durations, the alignment path and the noise
 computed here in numpy. `OnnxDecoder(path)` runs only the decoder graph, callable like `dec(z, g)`.
+A 2.2 (CLAP) export (metadata `"version": "2.2"`) needs the emotion vector `emo` ([512]) at every call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vits.voice_folder import ONNX_METADATA as METADATA_NAME
 
 GRAPHS = ("emb", "enc_p", "sdp", "dp", "flow", "dec")
 BERT_DIM = 1024
+EMO_DIM = 512
 
 
 def _session(path: Path, providers: list[str] | None, threads: int | None):
@@ -123,6 +125,28 @@ class OnnxSynthesizer:
         self.hop_length: int = int(self.metadata.get("hop_length", 512))
         self.add_blank: bool = bool(self.metadata.get("add_blank", True))
         self.symbols: list[str] = list(self.metadata.get("symbols", []))
+        self.version: str = str(self.metadata.get("version", "2.3"))
+
+    @property
+    def needs_emotion(self) -> bool:
+        """True for a 2.2 (CLAP) export: `infer` then needs `emo`."""
+        return self.version == "2.2"
+
+    def _emotion(self, emo) -> np.ndarray | None:
+        if not self.needs_emotion:
+            if emo is not None:
+                raise KoeError("this is a Bert-VITS2 2.3 export: it has no emotion input", where=str(self.folder),
+                               fix="leave the emotion prompt empty (only 2.2 CLAP voices take one)")
+            return None
+        if emo is None:
+            raise KoeError("this is a Bert-VITS2 2.2 (CLAP) export: it needs an emotion vector", where=str(self.folder),
+                           fix="pass emo= a 512-d CLAP embedding (vits.clap: a text prompt such as 'Happy' or a "
+                               "reference clip)")
+        arr = _to_numpy(emo, np.float32)
+        if arr.size != EMO_DIM or not np.isfinite(arr).all():
+            raise KoeError(f"the emotion vector has shape {list(arr.shape)} (or non-finite values), expected "
+                           f"[{EMO_DIM}]", where="OnnxSynthesizer.infer", fix="pass one 512-d CLAP embedding")
+        return arr.reshape(1, EMO_DIM)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, **kwargs) -> OnnxSynthesizer:
@@ -145,7 +169,8 @@ class OnnxSynthesizer:
               sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
               noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
               sdp_noise: np.ndarray | None = None,
-              prior_noise: np.ndarray | None = None, seed: int | None = None, return_attn: bool = False):
+              prior_noise: np.ndarray | None = None, seed: int | None = None, return_attn: bool = False,
+              emo=None):
         """Synthesize one utterance from model-ready ids (blanks and tone offsets already applied).
 
         The numpy/onnxruntime version of `vits.inference.infer`; fed the same noise, the same audio.
@@ -158,11 +183,13 @@ class OnnxSynthesizer:
             prior_noise: [C, >=T_y] standard normal draw for z_p (default: drawn from `seed`); extra
                 frames are ignored.
             return_attn: also return the alignment path [T_y, T_x].
+            emo: the [512] CLAP emotion vector of a 2.2 export (required there, refused for 2.3).
         Returns:
             float32 audio [hop·T_y] (and the path when asked).
         Raises:
             KoeError on inputs of the wrong shape.
         """
+        emo = self._emotion(emo)
         x = _to_numpy(phones, np.int64).reshape(1, -1)
         t_x = x.shape[1]
         tone = _to_numpy(tones, np.int64).reshape(1, -1)
@@ -183,9 +210,10 @@ class OnnxSynthesizer:
         sid = np.array([self.speaker_id(speaker)], dtype=np.int64)
 
         (g,) = self._run("emb", sid=sid)
+        extra = {} if emo is None else {"emo": emo}
         hidden, m_p, logs_p, x_mask = self._run(
             "enc_p", x=x, x_lengths=np.array([t_x], np.int64), tone=tone, language=language,
-            bert=feats[0], ja_bert=feats[1], en_bert=feats[2], g=g)
+            bert=feats[0], ja_bert=feats[1], en_bert=feats[2], g=g, **extra)
         if sdp_noise is None:
             sdp_noise = rng.standard_normal((2, t_x)).astype(np.float32)
         zin = (_to_numpy(sdp_noise, np.float32).reshape(1, 2, t_x) * np.float32(noise_scale_w)).astype(np.float32)
@@ -216,7 +244,8 @@ class OnnxVoice:
 
     `stream`/`synthesize` use the text frontend (`vits.text`, imported when first needed) and a
     `BertFeatures` for the BERT columns; the "other language" slots get standard normal noise from
-    numpy, so a seed reproduces ONNX audio but not the torch Voice's audio.
+    numpy (uniform for a 2.2 export, as 2.2 draws it), so a seed reproduces ONNX audio but not the torch
+    Voice's audio. A 2.2 export needs `emo=` ([512] CLAP embedding).
     """
 
     def __init__(self, synthesizer: OnnxSynthesizer):
@@ -236,6 +265,10 @@ class OnnxVoice:
     @property
     def sampling_rate(self) -> int:
         return self.synthesizer.sampling_rate
+
+    @property
+    def needs_emotion(self) -> bool:
+        return self.synthesizer.needs_emotion
 
     def speaker_id(self, speaker: str | int | None) -> int:
         """Speaker name or id (None = the first). Raises KoeError listing the speakers."""
@@ -276,18 +309,22 @@ class OnnxVoice:
             tones += t[start:stop]
             langs += la[start:stop]
             for slot in range(3):
-                block = real if slot == slots[seg.language] else rng.standard_normal((BERT_DIM, len(p)))
+                noise = rng.random if self.synthesizer.needs_emotion else rng.standard_normal
+                block = real if slot == slots[seg.language] else noise((BERT_DIM, len(p)))
                 cols[slot].append(np.asarray(block, np.float32)[:, start:stop])
         return ids, tones, langs, [np.concatenate(c, axis=1) for c in cols]
 
     def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
                bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
                noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
-               seed: int | None = None, user_dict=None):
+               seed: int | None = None, user_dict=None, emo=None):
         """Yield (sentence, float32 audio) per sentence, like `Voice.stream` (sentence i uses seed + i).
 
-        Raises KoeError without BERT features or text frontend, or for text with nothing to read.
+        `emo`: the CLAP emotion vector of a 2.2 export (one for all sentences).
+        Raises KoeError without BERT features or text frontend, a missing/unexpected emotion vector,
+        or for text with nothing to read.
         """
+        self.synthesizer._emotion(emo)  # fail before any text work
         if bert is None:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
                            fix="pass bert=BertFeatures(model_dirs) (download the models with python -m "
@@ -306,7 +343,8 @@ class OnnxVoice:
             audio = self.synthesizer.infer(
                 ids, tones, langs, *feats, speaker=sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
                 noise_scale_w=noise_scale_w, length_scale=length_scale,
-                sdp_noise=rng.standard_normal((2, len(ids))).astype(np.float32), seed=int(rng.integers(2**31)))
+                sdp_noise=rng.standard_normal((2, len(ids))).astype(np.float32), seed=int(rng.integers(2**31)),
+                emo=emo)
             yield sentence, audio
 
     def synthesize(self, text: str, language: str = SYNTHESIS.language, *, pause: float = SYNTHESIS.pause,

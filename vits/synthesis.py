@@ -13,7 +13,12 @@ Input contract of `Voice.synthesize_phones` (the "cleaned" form of Bert-VITS2's 
   * BERT features, when given, always have the model's final length T (2N+1 with add_blank), one
     column per phone, as `BertFeatures.features(cleaned, add_blank=True)` returns them. Missing slots
     are filled with standard normal noise `randn(1024, T)`, drawn in slot order bert, ja_bert, en_bert,
-    which is exactly Bert-VITS2's order for the two "other language" slots (spec §7.8).
+    which is exactly Bert-VITS2's order for the two "other language" slots (spec §7.8); a 2.2 voice
+    fills them with uniform noise `rand(1024, T)` as 2.2 does (2.2 spec §6.1).
+
+Bert-VITS2 2.2 (CLAP) voices are detected from the G file's keys and need an emotion vector: pass
+`emo=` a CLAP embedding ([512], [512, 1] or [1, 512], numpy or torch; `vits.clap` makes one from a text
+prompt such as "Happy" or from a reference clip). `Voice.needs_emotion` tells which kind a voice is.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import copy
 import ctypes
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,6 +43,7 @@ from vits import voice_folder as vf
 from vits.audio import join_with_pauses
 from vits.config import VoiceConfig
 from vits.defaults import SYNTHESIS
+from vits.emotion import check_emotion
 from vits.errors import KoeError
 from vits.inference import Decoder
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
@@ -99,6 +106,13 @@ def newest_generator(folder: str | os.PathLike) -> Path:
     models = vf.models_dir(folder) if vf.models_dir(folder).is_dir() else folder
     latest = ck.latest_checkpoints(models)
     if latest is not None:
+        newer = [p for step, p in vf.list_checkpoints(models)["G"].items() if step > latest[0]]
+        if newer:
+            # latest_checkpoints passed over them: say so instead of falling back silently.
+            warnings.warn(ck.CheckpointWarning(
+                f"{', '.join(str(p) for p in newer)}: incomplete or damaged (no complete torch archive); "
+                f"synthesizing with the older {latest[1]['G'].name} instead. Delete the damaged file or "
+                "resume training to write it again"), stacklevel=2)
         return latest[1]["G"]
     training = vf.list_checkpoints(models)["G"].values()  # all incomplete, or latest_checkpoints had one
     named = [p for _step, p in vf.generator_files(models) if p not in training]
@@ -147,6 +161,7 @@ class Voice:
         if not spk2id:
             spk2id = {str(i): i for i in range(config.data.n_speakers)}
         self._spk2id = spk2id
+        self.version = getattr(model, "version", "2.3")
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -159,16 +174,19 @@ class Voice:
         (``.pth`` or release ``.safetensors``, config.json beside it or in ``../configs/``), the device,
         optionally an explicit config path and, for a folder, a `checkpoint` (path or name in models/);
         the lookup is `find_voice_files`. float16 release files are cast to float32; files without
-        ``enc_q`` load (it is not used for synthesis). Returns a Voice.
-        Raises KoeError for a missing folder/file/config, a file that is not a 2.3 generator, or
+        ``enc_q`` load (it is not used for synthesis). The version (2.3, or 2.2 with the CLAP emotion
+        input) comes from the G file's keys, not from config.json's "version" (2.2 spec §0, §9.3).
+        Returns a Voice.
+        Raises KoeError for a missing folder/file/config, a file that is not a 2.3 or 2.2 generator, or
         a checkpoint that does not match the config.
         """
         from vits.models import build_generator
 
         g_path, config_path = find_voice_files(path, checkpoint=checkpoint, config=config_path)
         config = VoiceConfig.load(config_path)
-        model = build_generator(config)
-        ck.load_weights(model, g_path, kind="G")
+        ckpt = ck.read_checkpoint(g_path)
+        model = build_generator(config, version=ck.generator_version(ckpt))
+        ck.load_weights(model, ckpt, kind="G", where=str(g_path))
         del model.enc_q  # training-only posterior encoder: frees memory (10M parameters by default)
         return cls(model, config, device, checkpoint=g_path, decoder=decoder)
 
@@ -182,6 +200,33 @@ class Voice:
     @property
     def sampling_rate(self) -> int:
         return int(self.config.data.sampling_rate)
+
+    @property
+    def needs_emotion(self) -> bool:
+        """True for a Bert-VITS2 2.2 (CLAP) voice: synthesis then needs `emo=`."""
+        return self.version == "2.2"
+
+    def emotion_tensor(self, emo) -> torch.Tensor | None:
+        """`emo` checked for this voice as float32 [1, 512] on its device (None for a 2.3 voice).
+
+        Raises KoeError when a 2.2 voice gets none, a 2.3 voice gets one, or the vector is malformed.
+        """
+        where = str(self.checkpoint or "voice")
+        if not self.needs_emotion:
+            if emo is not None:
+                raise KoeError("this is a Bert-VITS2 2.3 voice: it has no emotion input", where=where,
+                               fix="leave the emotion prompt empty (only 2.2 CLAP voices take one)")
+            return None
+        if emo is None:
+            raise KoeError("this is a Bert-VITS2 2.2 (CLAP) voice: it needs an emotion prompt", where=where,
+                           fix="give a text prompt (e.g. 'Happy'; CLI --emotion-text, API emotion=) or a reference "
+                               "clip (CLI --emotion-audio, API reference_audio); in Python pass emo= a CLAP "
+                               "embedding from vits.clap")
+        return check_emotion(emo, 1, "emotion vector").to(self.device)
+
+    def _filler(self, length: int) -> torch.Tensor:
+        """Noise for an empty BERT slot: randn (2.3) or rand (2.2), [1024, length]."""
+        return (torch.rand if self.needs_emotion else torch.randn)(BERT_DIM, length)
 
     def speaker_id(self, speaker: str | int | None) -> int:
         """Resolve a speaker name or id (None = the first speaker). Raises KoeError for unknown ones."""
@@ -255,16 +300,18 @@ class Voice:
                           speaker: str | int | None = None, sdp_ratio: float = SYNTHESIS.sdp_ratio,
                           noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
                           length_scale: float = SYNTHESIS.length_scale, seed: int | None = None,
-                          blanked: bool = False) -> np.ndarray:
+                          blanked: bool = False, emo=None) -> np.ndarray:
         """Synthesize one utterance from phones (contract in the module docstring).
 
         Takes phones, tones, languages, optional BERT features ([1024, T] or [1, 1024, T], tensor or
-        numpy), the speaker (name or id), the Bert-VITS2 sampling knobs and a seed (same seed, same
-        audio; the caller's random state is left untouched). Returns float32 mono audio at
-        `sampling_rate`. Raises KoeError for wrong phones/shapes/dtypes or an unknown speaker.
+        numpy), the speaker (name or id), the Bert-VITS2 sampling knobs, a seed (same seed, same
+        audio; the caller's random state is left untouched) and, for a 2.2 voice, the emotion vector
+        `emo` ([512]). Returns float32 mono audio at `sampling_rate`. Raises KoeError for wrong
+        phones/shapes/dtypes, an unknown speaker or a missing/unexpected emotion vector.
         """
         ids, tone_ids, lang_ids = self.prepare_phones(phones, tones, languages, blanked=blanked)
         sid = self.speaker_id(speaker)
+        emo = self.emotion_tensor(emo)
         feats = {"bert": bert, "ja_bert": ja_bert, "en_bert": en_bert}
         for name in _SLOTS:
             if feats[name] is not None:
@@ -272,18 +319,19 @@ class Voice:
         with _seeded(seed, self.device):
             for name in _SLOTS:  # filler noise in Bert-VITS2's order (spec §7.8)
                 if feats[name] is None:
-                    feats[name] = torch.randn(BERT_DIM, len(ids))
+                    feats[name] = self._filler(len(ids))
             audio = self._infer(ids, tone_ids, lang_ids, feats, sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
-                                noise_scale_w=noise_scale_w, length_scale=length_scale)
+                                noise_scale_w=noise_scale_w, length_scale=length_scale, emo=emo)
         return audio
 
     @torch.inference_mode()
     def _infer(self, ids, tone_ids, lang_ids, feats, sid: int, *, sdp_ratio: float = SYNTHESIS.sdp_ratio,
                noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
-               length_scale: float = SYNTHESIS.length_scale) -> np.ndarray:
+               length_scale: float = SYNTHESIS.length_scale, emo: torch.Tensor | None = None) -> np.ndarray:
         """`vits.inference.infer` for B = 1: SynthesizerTrn.infer's output and random draws, in order.
 
         Skips a duration predictor whose share is 0 (output unchanged) and decodes with `decoder`.
+        `emo` is the checked [1, 512] emotion vector of a 2.2 voice (`emotion_tensor`).
         """
         dev = self.device
         x, tone, language, sid_t = (torch.tensor(v, dtype=torch.long, device=dev)
@@ -292,7 +340,7 @@ class Voice:
         bert, ja_bert, en_bert = (feats[n].to(dev, torch.float32).unsqueeze(0) for n in _SLOTS)
         audio = inference.infer(self.model, x, x_lengths, sid_t, tone, language, bert, ja_bert, en_bert,
                                 noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
-                                sdp_ratio=sdp_ratio, skip_unused=True, decoder=self.decoder)[0]
+                                sdp_ratio=sdp_ratio, skip_unused=True, decoder=self.decoder, emo=emo)[0]
         return audio.reshape(-1).float().cpu().numpy()
 
     # ------------------------------------------------------------------------------------------------
@@ -300,16 +348,18 @@ class Voice:
     def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
                bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
                noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
-               seed: int | None = None, user_dict=None) -> Iterator[tuple[str, np.ndarray]]:
+               seed: int | None = None, user_dict=None, emo=None) -> Iterator[tuple[str, np.ndarray]]:
         """Synthesize text sentence by sentence; yields (sentence, float32 audio) as each one is ready.
 
         Takes the text, its language (ZH/JP/EN/AUTO, or MIX markup, which is synthesized as one
         utterance), the speaker, a `vits.text.bert.BertFeatures` for the BERT features (required), the
-        sampling knobs, a seed (sentence i uses seed + i) and an optional user pronunciation dictionary.
+        sampling knobs, a seed (sentence i uses seed + i), an optional user pronunciation dictionary and,
+        for a 2.2 voice, the emotion vector `emo` ([512]; one for all sentences, as 2.2 does).
         Segments of one sentence in different languages are joined as Bert-VITS2's infer_multilang does
         (spec §6: later segments drop their leading blank/_/blank, all but the last their trailing _/blank).
         Raises KoeError when the text frontend or BERT models are unavailable or the text has no speech.
         """
+        emo = self.emotion_tensor(emo)
         text_mod = _text_module()
         if bert is None:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
@@ -331,21 +381,22 @@ class Voice:
             with _seeded(None if seed is None else seed + i, self.device):
                 ids, tones, langs, feats = self._join_segments(segments, reals)
                 audio = self._infer(ids, tones, langs, feats, sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
-                                    noise_scale_w=noise_scale_w, length_scale=length_scale)
+                                    noise_scale_w=noise_scale_w, length_scale=length_scale, emo=emo)
             yield sentence, audio
 
     def synthesize(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
                    bert=None, pause: float = SYNTHESIS.pause, sdp_ratio: float = SYNTHESIS.sdp_ratio,
                    noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
-                   length_scale: float = SYNTHESIS.length_scale, seed: int | None = None, user_dict=None) -> np.ndarray:
+                   length_scale: float = SYNTHESIS.length_scale, seed: int | None = None, user_dict=None,
+                   emo=None) -> np.ndarray:
         """Synthesize text: every sentence of `stream`, joined with `pause` seconds of silence.
 
-        Same arguments as `stream`. Returns float32 mono audio at `sampling_rate`.
+        Same arguments as `stream` (a 2.2 voice needs `emo`). Returns float32 mono audio at `sampling_rate`.
         Raises KoeError as `stream` does, or when no sentence produced speech.
         """
         pieces = (audio for _sentence, audio in self.stream(
             text, language, speaker=speaker, bert=bert, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, length_scale=length_scale, seed=seed, user_dict=user_dict))
+            noise_scale_w=noise_scale_w, length_scale=length_scale, seed=seed, user_dict=user_dict, emo=emo))
         return join_with_pauses(pieces, self.sampling_rate, pause)
 
     def _join_segments(self, segments, reals):
@@ -358,7 +409,7 @@ class Voice:
             p, t, la = self.prepare_phones(seg.phones, seg.tones, seg.language)
             real = _check_bert("bert", reals[k], len(p))
             slot = _SLOT_OF_LANGUAGE[seg.language]
-            cols = {n: real if n == slot else torch.randn(BERT_DIM, len(p)) for n in _SLOTS}
+            cols = {n: real if n == slot else self._filler(len(p)) for n in _SLOTS}
             start = head if k > 0 else 0
             stop = len(p) - tail if k < len(segments) - 1 else len(p)
             ids += p[start:stop]

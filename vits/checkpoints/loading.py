@@ -80,8 +80,33 @@ def _fold_weight(weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor
     return weight_g * weight_v / weight_v.norm(dim=dims, keepdim=True)
 
 
+# A network's Bert-VITS2 version refines its checkpoint kind: a 2.2 generator reads only "G-2.2" files.
+_VERSIONED_KINDS = {"G": "G-2.2", "DUR": "DUR-2.2"}
+_VERSION_FIX = ("Koe Studio builds the network from config.json: a 2.2 voice has \"version\": \"2.2\" and no "
+                "model.slm block, a 2.3 voice \"version\": \"2.3\" (Voice.load and the synthesize/export "
+                "commands read the version from the G file itself); to fine-tune from a base model, create the "
+                "voice with the base model's version")
+
+
+def generator_version(state) -> str | None:
+    """"2.2" or "2.3" for a generator state_dict / checkpoint dict (by its keys, 2.2 spec §9.3), else None."""
+    found = identify_checkpoint(state)
+    return {"G": "2.3", "G-2.2": "2.2"}.get(found)
+
+
+def _expected_kind(net: nn.Module, kind: str) -> str:
+    """The identify_checkpoint() kind a network of `kind` reads: its 2.2 variant for 2.2 networks."""
+    is_22 = getattr(net, "emotion", False) if kind == "G" else hasattr(net, "pre_out_conv_1")
+    return _VERSIONED_KINDS[kind] if is_22 and kind in _VERSIONED_KINDS else kind
+
+
+def _same_flag(key: str, source: torch.Tensor, target: torch.Tensor) -> bool:
+    # vector-quantize-pytorch >= 1.27 saves the codebook's `initted` flag as a 0-d bool, 2.2 as float [1].
+    return key.endswith("_codebook.initted") and source.numel() == target.numel() == 1
+
+
 def load_weights(model: nn.Module, path_or_state, *, kind: str = "G", partial: bool = False,
-                 log: Callable[[str], None] | None = None) -> LoadReport:
+                 log: Callable[[str], None] | None = None, where: str | None = None) -> LoadReport:
     """Load checkpoint weights into `model` (a G, D, DUR or WD network, optionally DDP-wrapped).
 
     Takes a file path, a checkpoint dict (with ``model``) or a bare state_dict; `kind` is the network
@@ -91,23 +116,32 @@ def load_weights(model: nn.Module, path_or_state, *, kind: str = "G", partial: b
     fits, the leading rows of the speaker/symbol/tone/language tables when only their row count
     differs, re-initialises nothing else but leaves the rest as the model initialised it, and reports
     one message per differing tensor in plain words. Nothing is zeroed.
-    `log` receives each message line. Returns a LoadReport.
-    Raises KoeError when the file is another network than `kind`, when strict loading finds missing,
+    A 2.2 generator or duration discriminator reads only 2.2 files of that network, a 2.3 one only 2.3
+    files. `log` receives each message line; `where` names the source in messages (default: the path).
+    Returns a LoadReport.
+    Raises KoeError when the file is another network (or version) than `model`, when strict loading finds missing,
     unexpected or differently-shaped tensors, or when partial loading matches no tensor at all.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    where = str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "the given state dict"
+    if where is None:
+        where = str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "the given state dict"
     ckpt = read_checkpoint(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
     state = {_strip_module(k): v for k, v in _state_of(ckpt).items()}
 
-    found = identify_checkpoint(state)
-    if found != kind:
-        raise KoeError(f"this file is {KIND_DESCRIPTIONS[found]}, but {KIND_DESCRIPTIONS[kind]} was expected",
-                       where=where, fix=_KIND_FIX[kind] if found in KINDS or found == "empty" else
-                       "Koe Studio loads Bert-VITS2 2.3 networks only; train a 2.3 voice or use a 2.3 base model")
-
     net = _unwrap(model)
+    expected = _expected_kind(net, kind)
+    found = identify_checkpoint(state)
+    if found != expected:
+        if found in (kind, _VERSIONED_KINDS.get(kind)):  # the right network, the other Bert-VITS2 version
+            fix = _VERSION_FIX
+        elif found in KINDS or found == "empty" or found in _VERSIONED_KINDS.values():
+            fix = _KIND_FIX[kind]
+        else:
+            fix = "Koe Studio loads Bert-VITS2 2.3 and 2.2 networks only; train a 2.3 voice or use a 2.3 or 2.2 base model"
+        raise KoeError(f"this file is {KIND_DESCRIPTIONS[found]}, but {KIND_DESCRIPTIONS[expected]} was expected",
+                       where=where, fix=fix)
+
     own = net.state_dict()
     by_file_name = {_legacy_name(k): k for k in own}  # file name -> our key (parametrized weight norm)
     messages: list[str] = []
@@ -131,8 +165,8 @@ def load_weights(model: nn.Module, path_or_state, *, kind: str = "G", partial: b
             mismatched.append((file_key, "not a tensor", tuple(target.shape)))
             continue
         half |= source.dtype in (torch.float16, torch.bfloat16) and target.dtype == torch.float32
-        if tuple(source.shape) == tuple(target.shape):
-            updates[our_key] = source.to(target.dtype)
+        if tuple(source.shape) == tuple(target.shape) or _same_flag(file_key, source, target):
+            updates[our_key] = source.to(target.dtype).reshape(target.shape)
             continue
         mismatched.append((file_key, tuple(source.shape), tuple(target.shape)))
         if partial:

@@ -19,9 +19,9 @@ from vits.checkpoints.format import (
     checkpoint_epoch_step,
     identify_checkpoint,
     read_checkpoint,
+    write_checked,
 )
 from vits.errors import KoeError
-from vits.fileio import atomic_path
 
 
 def export_release(g_path: str | os.PathLike, out_path: str | os.PathLike, fp16: bool = False,
@@ -33,12 +33,12 @@ def export_release(g_path: str | os.PathLike, out_path: str | os.PathLike, fp16:
     ``safetensors=True`` the file is a safetensors file instead (suffix forced to ``.safetensors``),
     whose metadata notes the format (``koe_format``: "bert-vits2-2.3-G-release") and source step;
     Koe Studio reads it, Bert-VITS2 itself does not. Returns the written path.
-    Raises KoeError when `g_path` is not a 2.3 generator.
+    Raises KoeError when `g_path` is not a 2.3 or 2.2 generator, or the disk is full (nothing is replaced).
     """
     g_path, out_path = Path(g_path), Path(out_path)
     ckpt = read_checkpoint(g_path)
     kind = identify_checkpoint(ckpt)
-    if kind != "G":
+    if kind not in ("G", "G-2.2"):  # 2.2: the quantiser buffers are kept (cast too with fp16, as 2.2 does)
         raise KoeError(f"this file is {KIND_DESCRIPTIONS[kind]}, not a generator", where=str(g_path),
                        fix=_KIND_FIX["G"])
     state = {}
@@ -57,12 +57,12 @@ def export_release(g_path: str | os.PathLike, out_path: str | os.PathLike, fp16:
         from safetensors.torch import save
 
         out_path = out_path.with_suffix(".safetensors")
-        meta = {"format": "pt", "koe_format": "bert-vits2-2.3-G-release", "iteration": "0",
+        version = "2.2" if kind == "G-2.2" else "2.3"
+        meta = {"format": "pt", "koe_format": f"bert-vits2-{version}-G-release", "iteration": "0",
                 "learning_rate": "0.0001", "koe_step": str(step), "source": g_path.name,
                 "dtype": "float16" if fp16 else "float32"}
         blob = save(state, metadata=meta)
-        with atomic_path(out_path, durable=True) as tmp:
-            tmp.write_bytes(blob)
+        write_checked(out_path, lambda tmp: tmp.write_bytes(blob), len(blob))
         return out_path
     _torch_save_atomic({"model": state, "iteration": 0, "optimizer": None, "learning_rate": 0.0001,
                         "koe_step": step, "koe_release": True}, out_path)

@@ -77,19 +77,28 @@ def build_networks(cfg: VoiceConfig, opts: TrainOptions, device: torch.device,
                    log: Callable[[str], None]) -> Networks:
     """G, the discriminators and (unless --no-wavlm) the WavLM loss on `device`, freeze_* applied.
 
-    Raises KoeError when the WavLM folder is not given or its model does not match config.json.
+    A 2.2 voice (config architecture "2.2") gets the 2.2 generator and duration discriminator and never
+    WavLM (2.2 has none). Raises KoeError when the WavLM folder is not given or its model does not match
+    config.json.
     """
     from vits.discriminators import build_discriminators
     from vits.models import build_generator
 
     net_g = build_generator(cfg).to(device)
+    v22 = cfg.architecture == "2.2"
+    use_wavlm = opts.use_wavlm and not v22
+    if v22:
+        log("Bert-VITS2 2.2 voice (CLAP emotion): 2.2 generator and duration discriminator, no WavLM discriminator")
+    if getattr(cfg.train, "fp16_run", False):  # a 2.2 config key (float16 autocast), not implemented here
+        log("warning: train.fp16_run is not supported; training in float32 (set train.bf16_run for mixed precision)")
     wavlm = None
-    if opts.use_wavlm:
+    if use_wavlm:
         from vits.wavlm import WavLMFeatures, WavLMLoss
 
         if opts.wavlm is None:
             raise KoeError("no WavLM folder given", fix="pass --wavlm DIR, set wavlm in config.yml, "
-                           "or train without the WavLM discriminator (--no-wavlm)")
+                           "or train without the WavLM discriminator (--no-wavlm, or "
+                           "train.use_wavlm: false in config.json: the Train tab's checkbox)")
         wavlm = WavLMLoss(WavLMFeatures(opts.wavlm, device, cfg.data.sampling_rate, cfg.model.slm.sr))
         feats = wavlm.features
         if feats.channels != cfg.model.slm.hidden * cfg.model.slm.nlayers:
@@ -98,12 +107,12 @@ def build_networks(cfg: VoiceConfig, opts: TrainOptions, device: torch.device,
                            f"slm.hidden={cfg.model.slm.hidden}", where=str(opts.wavlm),
                            fix="use microsoft/wavlm-base-plus or set model.slm.hidden/nlayers to match")
         log(f"WavLM discriminator on ({opts.wavlm})")
-    else:
-        log("WavLM discriminator off (--no-wavlm): no WavLM losses, no WD_*.pth written")
+    elif not v22:
+        log("WavLM discriminator off (--no-wavlm or train.use_wavlm false): no WavLM losses, no WD_*.pth written")
     mpd, dur, wd = build_discriminators(cfg)
     mpd = mpd.to(device)
     dur = dur.to(device) if dur is not None else None
-    wd = wd.to(device) if opts.use_wavlm else None
+    wd = wd.to(device) if use_wavlm else None
     t = cfg.train
     frozen = []
     for flag, prefix in ((t.freeze_ZH_bert, "enc_p.bert_proj"), (t.freeze_JP_bert, "enc_p.ja_bert_proj"),

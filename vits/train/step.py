@@ -2,6 +2,11 @@
 
 MAS noise update → G forward → duration discriminator step → MPD step → WavLM discriminator step →
 G step (discriminators frozen) → GradScaler update. Returns the step's loss values without a host sync.
+
+A 2.2 voice (2.2 spec §5.3) differs in three places: the batch carries `emo`, G's forward returns the
+quantiser's commitment loss (added with weight 1) and no SDP sample, and the duration discriminator is
+called once with (logw, logw_) — predicted durations first, MAS durations second, the reverse of 2.3 —
+its G term scoring the MAS durations (so, as in 2.2, it gives the generator no gradient). No WavLM.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from torch.nn import functional as F
 
 from vits.commons import slice_segments
 from vits.config import VoiceConfig
+from vits.errors import KoeError
 from vits.losses import (
     discriminator_loss,
     duration_discriminator_loss,
@@ -25,7 +31,7 @@ from vits.train.setup import Networks, unwrap
 # The values `train_step` returns, in order; also the TensorBoard scalar names.
 TB_SCALARS = (
     "loss/g/total", "loss/g/mel", "loss/g/kl", "loss/g/dur", "loss/g/fm", "loss/g/gen", "loss/g/wavlm",
-    "loss/d/total", "loss/d/dur", "loss/d/wavlm", "grad_norm/g", "grad_norm/d",
+    "loss/d/total", "loss/d/dur", "loss/d/wavlm", "grad_norm/g", "grad_norm/d", "loss/g/commit",
 )
 # bf16 runs clip as Bert-VITS2 does (D 200, G 500); fp32 only measures the norm.
 CLIP_D, CLIP_G = 200.0, 500.0
@@ -38,6 +44,12 @@ def _duration_probabilities(dur_disc, hidden_x, x_mask, logw_, logw, logw_sdp, g
                         torch.cat([logw, logw_sdp]), torch.cat([g, g]))
     p_r, p_g = p_r.float(), p_g.float()
     return p_r[:b] + p_r[b:], p_g[:b] + p_g[b:]
+
+
+def _duration_probabilities_22(dur_disc, hidden_x, x_mask, logw, logw_, g):
+    """(p_first, p_second) [B,T_x,1] of 2.2's single call with (logw, logw_) (2.2 spec §5.3)."""
+    p_first, p_second = dur_disc(hidden_x, x_mask, logw, logw_, g)
+    return p_first.float(), p_second.float()
 
 
 def _set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
@@ -78,16 +90,26 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    (x, x_len, spec, spec_len, wav, _wav_len, sid, tone, lang, bert, ja_bert, en_bert) = (
+    (x, x_len, spec, spec_len, wav, _wav_len, sid, tone, lang, bert, ja_bert, en_bert, *emo) = (
         t.to(device, non_blocking=True) for t in batch)
     g_model = unwrap(nets.g)
+    v22 = g_model.emotion
+    if v22 and not emo:
+        raise KoeError("this 2.2 voice's batches carry no emotion vectors", where=cfg.data.training_files,
+                       fix='the config must say "version": "2.2" (no model.slm) so the loader reads the .emo.npy files')
     if g_model.use_noise_scaled_mas:
         g_model.current_mas_noise_scale = max(
             g_model.mas_noise_scale_initial - g_model.noise_scale_delta * global_step, 0.0)
+    zero = torch.zeros((), device=device)
+    loss_commit, logw_sdp = zero, None
     with autocast():
+        out = nets.g(x, x_len, spec, spec_len, sid, tone, lang, bert, ja_bert, en_bert, *emo)
+    if v22:
         (y_hat, l_length, _attn, ids_slice, x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q),
-         (hidden_x, logw, logw_, logw_sdp), g) = nets.g(x, x_len, spec, spec_len, sid, tone, lang,
-                                                        bert, ja_bert, en_bert)
+         (hidden_x, logw, logw_), g, loss_commit) = out
+    else:
+        (y_hat, l_length, _attn, ids_slice, x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q),
+         (hidden_x, logw, logw_, logw_sdp), g) = out
 
     frames = cfg.segment_frames
     # The mel is frame-wise, so slicing the spectrogram first gives the same y_mel for less work.
@@ -97,7 +119,6 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
     y_hat_mel = mel_spectrogram(y_hat.squeeze(1), d.filter_length, d.n_mel_channels, d.sampling_rate,
                                 d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax)
     y = slice_segments(wav, ids_slice * d.hop_length, cfg.train.segment_size)
-    zero = torch.zeros((), device=device)
     clip_d, clip_g = (CLIP_D, CLIP_G) if bf16 else (None, None)
 
     h_real = h_fake = None
@@ -110,8 +131,12 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
     loss_dur_disc = zero
     if nets.dur is not None:
         with autocast():
-            p_r, p_g = _duration_probabilities(nets.dur, hidden_x.detach(), x_mask.detach(), logw_.detach(),
-                                               logw.detach(), logw_sdp.detach(), g.detach())
+            if v22:
+                p_r, p_g = _duration_probabilities_22(nets.dur, hidden_x.detach(), x_mask.detach(), logw.detach(),
+                                                      logw_.detach(), g.detach())
+            else:
+                p_r, p_g = _duration_probabilities(nets.dur, hidden_x.detach(), x_mask.detach(), logw_.detach(),
+                                                   logw.detach(), logw_sdp.detach(), g.detach())
         loss_dur_disc = duration_discriminator_loss(p_r, p_g)[0]
         _optimizer_step(nets, "DUR", loss_dur_disc, list(nets.dur.parameters()), clip_d)
     with autocast():
@@ -132,7 +157,9 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
         with autocast():
             _, y_d_g, fmap_r, fmap_g = mpd(y, y_hat)
             loss_dur_gen = zero
-            if dur_disc is not None:
+            if dur_disc is not None and v22:
+                _, p_g = _duration_probabilities_22(dur_disc, hidden_x, x_mask, logw, logw_, g)
+            elif dur_disc is not None:
                 _, p_g = _duration_probabilities(dur_disc, hidden_x, x_mask, logw_, logw, logw_sdp, g)
             loss_lm = loss_lm_gen = zero
             if nets.wavlm is not None:
@@ -145,7 +172,9 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
         loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * t.c_kl
         loss_fm = feature_loss(fmap_r, fmap_g)
         loss_gen = generator_loss(y_d_g)[0]
-        loss_g = loss_gen + loss_fm + loss_mel + loss_dur + loss_kl + loss_lm + loss_lm_gen + loss_dur_gen
+        loss_commit = loss_commit.float()  # weight 1: the 0.1 is inside the quantiser (2.2 spec §5.3)
+        loss_g = (loss_gen + loss_fm + loss_mel + loss_dur + loss_kl + loss_lm + loss_lm_gen + loss_dur_gen
+                  + loss_commit)
         grad_norm_g = _optimizer_step(nets, "G", loss_g, nets.g_params, clip_g)
     finally:
         for net in (mpd, dur_disc, wd):
@@ -155,4 +184,4 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
     loss_d = loss_disc + loss_dur_disc + loss_wd
     return torch.stack([loss_g, loss_mel, loss_kl, loss_dur, loss_fm, loss_gen + loss_dur_gen,
                         loss_lm + loss_lm_gen, loss_d, loss_dur_disc, loss_wd,
-                        grad_norm_g.to(device), grad_norm_d.to(device)]).detach().float()
+                        grad_norm_g.to(device), grad_norm_d.to(device), loss_commit]).detach().float()
