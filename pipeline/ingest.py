@@ -3,8 +3,9 @@
     python -m pipeline.ingest ~/recordings Data/myvoice
     python -m pipeline.ingest takes.zip Data/myvoice --speaker alice
 
-Sub-folders of the source become speakers. Unreadable files and unsafe zip members are refused by
-name; the rest is copied. Running it again skips files already copied.
+Sub-folders of the source become speakers. Unreadable files and unsafe zip members (escaping paths,
+links, over 4 GiB, unpacking more than 100:1) are refused by name; the rest is copied after checking
+the disk has room (docs/studio.md "Limits"). Running it again skips files already copied.
 """
 
 from __future__ import annotations

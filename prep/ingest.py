@@ -1,8 +1,11 @@
 """Ingest: copy recordings from a folder, a zip or a single file into `Data/<voice>/raw/<speaker>/`.
 
 Sub-folders of the source become speaker names. Zip members that would land outside raw/ (`../`,
-absolute paths, drive letters) and symbolic links are refused by name; unreadable files are refused by
-name; everything else is copied. Re-running skips files already present with the same content.
+absolute paths, drive letters), symbolic links, members over 4 GiB and members that unpack more than
+100:1 (zip bombs) are refused by name; unreadable files are refused by name; everything else is
+streamed, never past its declared size, after checking the disk has room. Member names without the
+UTF-8 flag are decoded with one encoding per archive (UTF-8, CP932, GBK or CP437). Re-running skips
+files already present with the same content.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import hashlib
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,6 +27,14 @@ from vits.errors import KoeError
 from vits.voice_folder import RAW, safe_name
 
 Progress = Callable[[int, int, str], None]
+
+GIB = 1 << 30
+# Limits (docs/studio.md "Limits"): a WAV cannot exceed 4 GiB; recordings deflate by less than 3:1, a zip
+# bomb of zeros by 1000:1; the disk keeps some room for the stages that follow.
+MAX_MEMBER_BYTES = 4 * GIB
+MAX_RATIO = 100
+RATIO_CHECK_BYTES = 16 << 20  # small members may compress well (silence); they cannot fill a disk
+MIN_FREE_BYTES = 256 << 20
 
 
 @dataclass
@@ -34,7 +47,8 @@ class IngestResult:
     ignored: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file (hex), read in 1 MiB blocks: how duplicate uploads are recognised."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -52,10 +66,10 @@ def _destination(raw_dir: Path, parts: list[str], default_speaker: str) -> Path:
 
 def _place(tmp: Path, dest: Path, result: IngestResult, raw_dir: Path) -> None:
     """Move a fully written, checked temp file to `dest`, skipping identical copies, renaming clashes."""
-    digest = _sha256(tmp)
+    digest = file_digest(tmp)
     candidate, n = dest, 1
     while candidate.exists():
-        if candidate.stat().st_size == tmp.stat().st_size and _sha256(candidate) == digest:
+        if candidate.stat().st_size == tmp.stat().st_size and file_digest(candidate) == digest:
             tmp.unlink()
             result.skipped.append(candidate.relative_to(raw_dir).as_posix())
             return
@@ -97,6 +111,7 @@ def _ingest_folder(src: Path, raw_dir: Path, speaker: str, result: IngestResult,
             result.ignored.append(label)
         else:
             dest = _destination(raw_dir, list(relp.parts), speaker)
+            check_free_space(raw_dir, path.stat().st_size, str(path))
             tmp = _temp_in(dest.parent, path.suffix)
             try:
                 shutil.copyfile(path, tmp)
@@ -109,17 +124,128 @@ def _ingest_folder(src: Path, raw_dir: Path, speaker: str, result: IngestResult,
             progress(i, total, label)
 
 
-def _member_name(info: zipfile.ZipInfo) -> str:
-    """The member name as its creator meant it: zips from Windows store GBK/CP932 names without the UTF-8 flag."""
-    name = info.filename
-    if not info.flag_bits & 0x800:
-        raw = name.encode("cp437", errors="replace")
-        for enc in ("utf-8", "gbk", "cp932"):
+def _unicode_path_field(info: zipfile.ZipInfo, raw: bytes) -> str | None:
+    """The UTF-8 name of Info-ZIP's Unicode Path extra field (0x7075) when it matches this name's CRC."""
+    extra, i = info.extra or b"", 0
+    while i + 4 <= len(extra):
+        kind, size = struct.unpack_from("<HH", extra, i)
+        data = extra[i + 4: i + 4 + size]
+        i += 4 + size
+        if kind == 0x7075 and len(data) > 5 and data[0] == 1 and struct.unpack_from("<I", data, 1)[0] == zlib.crc32(raw):
             try:
-                return raw.decode(enc)
+                return data[5:].decode("utf-8")
             except UnicodeDecodeError:
-                continue
-    return name
+                return None
+    return None
+
+
+def _doubtful(text: str, encoding: str) -> int:
+    """Characters that a wrong guess typically produces: private-use, and for CP932 half-width kana,
+    for GBK characters outside GB2312 (the common 6,763 hanzi, kana included)."""
+    bad = 0
+    for ch in text:
+        if ord(ch) < 0x80:
+            continue
+        if 0xE000 <= ord(ch) <= 0xF8FF:
+            bad += 1
+        elif encoding == "cp932":
+            bad += 0xFF61 <= ord(ch) <= 0xFF9F
+        else:
+            try:
+                ch.encode("gb2312")
+            except UnicodeEncodeError:
+                bad += 1
+    return bad
+
+
+def archive_name_encoding(raw_names: list[bytes]) -> str:
+    """The encoding of a zip's member names that lack the UTF-8 flag, decided once per archive.
+
+    UTF-8 when every name decodes as UTF-8 (macOS, Linux and 7-Zip write it without the flag); else CP932
+    (Japanese Windows) or GBK (Chinese Windows), whichever decodes every name with fewer characters a wrong
+    guess produces; else CP437, the zip standard's default.
+    """
+    joined = b"/".join(raw_names)
+    if all(b < 0x80 for b in joined):
+        return "ascii"
+    try:
+        joined.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    scores = []
+    for encoding in ("cp932", "gbk"):
+        try:
+            text = joined.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        wide = sum(ord(ch) >= 0x80 for ch in text)
+        kana = any(0x3040 <= ord(ch) <= 0x30FF for ch in text)
+        scores.append((_doubtful(text, encoding) / max(wide, 1), not (kana and encoding == "cp932"),
+                       encoding))
+    if scores and min(scores)[0] <= 0.5:
+        return min(scores)[2]
+    return "cp437"
+
+
+def zip_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
+    """(member, name as its creator meant it) for the files of a zip (folders left out).
+
+    Names with the UTF-8 flag are kept; an Info-ZIP Unicode Path field is used when present; the other
+    names are decoded with one encoding detected for the whole archive (`archive_name_encoding`).
+    """
+    files = [info for info in zf.infolist() if not info.is_dir()]
+    legacy = [info for info in files if not info.flag_bits & 0x800]
+    raw = {id(info): info.filename.encode("cp437") for info in legacy}  # zipfile decoded them as CP437
+    encoding = archive_name_encoding([raw[id(info)] for info in legacy]) if legacy else "utf-8"
+    out = []
+    for info in files:
+        name = info.filename
+        if id(info) in raw:
+            name = _unicode_path_field(info, raw[id(info)]) or raw[id(info)].decode(
+                "cp437" if encoding == "ascii" else encoding, errors="replace")
+        out.append((info, name))
+    return out
+
+
+def member_size_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member is refused for its declared size or compression ratio, or None."""
+    if info.file_size > MAX_MEMBER_BYTES:
+        return (f"declares {info.file_size / GIB:.1f} GiB unpacked, more than the {MAX_MEMBER_BYTES / GIB:.0f} GiB "
+                "limit per file (refused: split long recordings)")
+    if info.file_size > RATIO_CHECK_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        return (f"unpacks {info.file_size / max(info.compress_size, 1):.0f}:1 ({info.compress_size} bytes -> "
+                f"{info.file_size / 1e6:.0f} MB), more than {MAX_RATIO}:1: a zip bomb, not a recording (refused; "
+                "if it is a recording of near-total digital silence, unpack the zip and ingest the folder)")
+    return None
+
+
+def check_free_space(folder: Path, need: int, where: str) -> None:
+    """Raise KoeError when writing `need` bytes under `folder` would leave less than MIN_FREE_BYTES free."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need + MIN_FREE_BYTES > free:
+        raise KoeError(f"needs {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free on the disk of {folder} "
+                       f"(and {MIN_FREE_BYTES >> 20} MiB must stay free)", where=where,
+                       fix="free disk space, or ingest fewer files at a time")
+
+
+def extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, label: str = "") -> None:
+    """Stream one member to `target`, stopping at its declared size, the size limit or a full disk.
+
+    Raises zipfile.BadZipFile (broken or lying member), OSError, or KoeError (disk nearly full).
+    """
+    written = 0
+    with zf.open(info) as fin, open(target, "wb") as fout:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            written += len(block)
+            if written > info.file_size or written > MAX_MEMBER_BYTES:  # a header that lies about the size
+                raise zipfile.BadZipFile(f"member unpacks to more than the {info.file_size} bytes it declares")
+            if written % (64 << 20) < len(block):  # every 64 MiB: someone else may be filling the disk
+                check_free_space(target.parent, 0, label or info.filename)
+            fout.write(block)
 
 
 def unsafe_member_reason(info: zipfile.ZipInfo, name: str) -> str | None:
@@ -141,21 +267,16 @@ def _ingest_zip(src: Path, raw_dir: Path, speaker: str, result: IngestResult, pr
         raise KoeError(f"not a readable zip file ({exc})", where=str(src),
                        fix="re-create the zip, or unpack it and ingest the folder") from None
     with zf:
-        members = [(info, _member_name(info)) for info in zf.infolist() if not info.is_dir()]
         safe = []
-        for info, name in members:
-            reason = unsafe_member_reason(info, name)
+        for info, name in zip_members(zf):
+            reason = unsafe_member_reason(info, name) or member_size_problem(info)
             if reason:
                 result.rejected.append((name, reason))
             elif not is_audio_file(name):
                 result.ignored.append(name)
             else:
                 safe.append((info, [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".")]))
-        need = sum(info.file_size for info, _ in safe)
-        free = shutil.disk_usage(raw_dir if raw_dir.exists() else raw_dir.parent).free
-        if need > free:
-            raise KoeError(f"zip unpacks to {need / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free",
-                           where=str(src), fix="free disk space or ingest a smaller zip")
+        check_free_space(raw_dir, sum(info.file_size for info, _ in safe), str(src))
         # A zip of one folder ("voice/spk/a.wav") should not make "voice" the only speaker.
         tops = {parts[0] for _, parts in safe}
         if len(tops) == 1 and any(len(parts) >= 3 for _, parts in safe):
@@ -166,14 +287,11 @@ def _ingest_zip(src: Path, raw_dir: Path, speaker: str, result: IngestResult, pr
             dest = _destination(raw_dir, parts, speaker)
             tmp = _temp_in(dest.parent, Path(parts[-1]).suffix)
             try:
-                with zf.open(info) as fin, open(tmp, "wb") as fout:
-                    written = 0
-                    for block in iter(lambda fin=fin: fin.read(1 << 20), b""):
-                        written += len(block)
-                        if written > info.file_size:  # a member whose header lies about its size
-                            raise zipfile.BadZipFile("member larger than declared")
-                        fout.write(block)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+                extract_member(zf, info, tmp, label)
+            except KoeError:
+                tmp.unlink(missing_ok=True)
+                raise
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
                 tmp.unlink(missing_ok=True)
                 result.rejected.append((label, f"cannot unpack from zip ({exc})"))
             else:
@@ -204,6 +322,7 @@ def ingest(source: str | os.PathLike, voice_dir: str | os.PathLike, speaker: str
     elif src.is_file() and src.suffix.lower() == ".zip":
         _ingest_zip(src, raw_dir, speaker, result, progress)
     elif src.is_file() and is_audio_file(src):
+        check_free_space(raw_dir, src.stat().st_size, str(src))
         tmp = _temp_in(raw_dir / safe_name(speaker), src.suffix)
         shutil.copyfile(src, tmp)
         _check_and_place(tmp, _destination(raw_dir, [src.name], speaker), result, raw_dir, src.name)

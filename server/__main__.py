@@ -10,6 +10,7 @@ name of this command. See docs/api.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,18 @@ def main(argv=None) -> int:
     def body() -> int:
         import uvicorn
 
-        app = _build_app(args)
+        from server.mount import OfflineDocs, open_host_warning, port_busy
+        from vits.errors import KoeError
+
+        if busy := port_busy(args.host, args.port):
+            problem, _, fix = busy.partition(" → ")
+            raise KoeError(problem, fix=fix)
+        app = OfflineDocs(_build_app(args))  # /docs without a CDN
+        if not (args.api_key or os.environ.get("KOE_API_KEY")):
+            warning = open_host_warning(args.host, args.port, "the API",
+                                        "add --api-key KEY (or set $KOE_API_KEY), and --no-paths")
+            if warning:
+                cli.warn(warning)
         cli.finish(STAGE, f"serving on http://{args.host}:{args.port} (docs at /docs)")
         # A large h11 buffer lets an over-long GET reach the app and get a JSON 413 instead of a reset connection.
         uvicorn.run(app, host=args.host, port=args.port, http="h11", h11_max_incomplete_event_size=4 << 20,

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.audio import FORMATS
 from server.errors import ApiError
@@ -23,6 +23,19 @@ LANGUAGES = ("ZH", "JP", "EN", "AUTO", "MIX")
 DEFAULT_MAX_TEXT = 2000
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_MODELS = 4
+MAX_REFERENCE_AUDIO = 32 << 20  # bytes of a multipart body with a reference_audio clip
+PROMPT_MODES = {"text": "text", "text prompt": "text", "audio": "audio", "audio prompt": "audio"}
+MAX_SEED = 2**63 - 1  # torch and numpy both take it, and sentence i of a stream uses seed + i
+
+
+def _language_value(value: str | None) -> str | None:
+    if value is None:
+        return None
+    spelled = value.strip().upper()
+    lang = normalize_language(spelled) or spelled
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language '{value}'; use one of {', '.join(LANGUAGES)}")
+    return lang
 
 
 class VoiceParams(BaseModel):
@@ -36,7 +49,7 @@ class VoiceParams(BaseModel):
     speaker_name: str | None = None
     speaker_id: int | None = None
     speaker: str | None = None
-    language: str = SYNTHESIS.language
+    language: str | None = None  # None: the model's default language (hiyoriUI), see LoadedModel.language
     sdp_ratio: float = HIYORI_SDP_RATIO
     noise: float = HIYORI_NOISE
     noisew: float = SYNTHESIS.noise_scale_w
@@ -47,18 +60,25 @@ class VoiceParams(BaseModel):
     pause: float = SYNTHESIS.pause
     auto_split: bool = True
     auto_translate: bool = False
-    emotion: int | str | None = None  # hiyoriUI 2.2 emotion; 2.3 has none, accepted and ignored
+    # Bert-VITS2 2.2 (CLAP) voices: the emotion text prompt, or a reference clip (multipart upload) when
+    # prompt_mode is "audio" or a clip is sent; 2.3 voices have no emotion input: accepted and ignored.
+    emotion: int | str | None = None
+    prompt_mode: str | None = None
+    reference_audio: bytes | None = Field(default=None, exclude=True)
     style_text: str | None = None
     style_weight: float = SYNTHESIS.style_weight
 
     @field_validator("language")
     @classmethod
-    def _language(cls, value: str) -> str:
-        spelled = value.strip().upper()
-        lang = normalize_language(spelled) or spelled
-        if lang not in LANGUAGES:
-            raise ValueError(f"unknown language '{value}'; use one of {', '.join(LANGUAGES)}")
-        return lang
+    def _language(cls, value: str | None) -> str | None:
+        return _language_value(value)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise ValueError(f"must be between 0 and {MAX_SEED} (leave it out for a random seed), got {value}")
+        return value
 
     @field_validator("format")
     @classmethod
@@ -89,13 +109,26 @@ class VoiceParams(BaseModel):
             raise ValueError(f"must be greater than 0 and at most 10 (1 = normal speed, 1.2 = slower), got {value}")
         return value
 
-    def ignored(self) -> list[str]:
-        """hiyoriUI parameters this request set that 2.3 has no use for (named in X-Ignored-Parameters)."""
-        return [name for name in ("emotion", "style_text") if getattr(self, name) not in (None, "")]
+    @field_validator("prompt_mode")
+    @classmethod
+    def _prompt_mode(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        mode = PROMPT_MODES.get(value.strip().lower())
+        if mode is None:
+            raise ValueError(f"unknown prompt_mode '{value}'; use 'text' (the emotion prompt) or 'audio' "
+                             "(the reference_audio clip)")
+        return mode
+
+    def ignored(self, emotion_voice: bool = False) -> list[str]:
+        """hiyoriUI parameters this request set that the voice has no use for (named in X-Ignored-Parameters):
+        the emotion ones unless it is a 2.2 (CLAP) voice, style_text always."""
+        names = ("style_text",) if emotion_voice else ("emotion", "prompt_mode", "reference_audio", "style_text")
+        return [name for name in names if getattr(self, name) not in (None, "", b"")]
 
 
 class LoadParams(BaseModel):
-    """Body of `POST /models/load`."""
+    """Body of `POST /models/load`; `language` is the model's default for requests that name none."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -103,6 +136,28 @@ class LoadParams(BaseModel):
     device: str | None = None
     checkpoint: str | None = None
     backend: str | None = None
+    language: str | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return _language_value(value)
+
+
+class AddParams(BaseModel):
+    """Query of hiyoriUI's `GET /models/add`: its names; `device` defaults to the server's (hiyoriUI: cuda)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_path: str
+    config_path: str | None = None
+    device: str | None = None
+    language: str = SYNTHESIS.language
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return _language_value(value)
 
 
 class UnloadParams(BaseModel):
@@ -167,10 +222,11 @@ async def request_fields(request: Request, max_body: int) -> dict:
     Raises ApiError(413) for a body over `max_body` bytes, ApiError(400) for malformed JSON.
     """
     fields: dict[str, Any] = dict(request.query_params)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_body:
-        raise _too_large(int(length), max_body)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limit = max(max_body, MAX_REFERENCE_AUDIO) if ctype == "multipart/form-data" else max_body  # a clip upload
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(int(length), limit)
     if ctype == "application/json":
         body = await _limited_body(request, max_body)
         if body.strip():
@@ -184,8 +240,11 @@ async def request_fields(request: Request, max_body: int) -> dict:
             fields.update(data)
     elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = await request.form()
-        # Uploaded files (hiyoriUI's reference_audio) have no meaning in 2.3 and are skipped.
         fields.update({k: v for k, v in form.items() if isinstance(v, str)})
+        upload = form.get("reference_audio")
+        if upload is not None and not isinstance(upload, str):  # hiyoriUI's audio prompt of 2.2 voices
+            fields["reference_audio"] = await upload.read()
+        # other uploaded files have no meaning here and are skipped
     elif ctype.startswith("text/"):
         body = await _limited_body(request, max_body)
         if body:

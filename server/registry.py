@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 from server.errors import ApiError
 from server.params import DEFAULT_MAX_MODELS
 from settings import Settings
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
 from vits.voice_folder import (
     ONNX,
@@ -32,9 +34,36 @@ from vits.voice_folder import (
 
 ONNX_SUFFIX = "@onnx"  # "alice@onnx" = the ONNX export of voice alice (Data/alice/onnx)
 # torch's random generator is process-global (seeds use fork_rng), so torch synthesis runs one job at a
-# time across all models; that keeps seeded audio identical under load. ONNX voices use their own rng.
+# time across all models, and loading a model (building a network draws its initial weights from that same
+# generator) or the BERT models waits for the lock too: a load on another thread in the middle of a seeded
+# synthesis would consume its random numbers and change its audio. ONNX voices synthesize with their own rng.
 TORCH_LOCK = threading.Lock()
 NO_LIMIT = 1 << 30
+MAX_NAME = 200  # characters in a voice name (longer ones cannot be folder names on common file systems)
+_DEVICE = re.compile(r"(cpu|cuda|mps)(?::(\d{1,3}))?")
+
+
+def check_device(device: str) -> str:
+    """`device` if this machine has it ("cpu", "cuda", "cuda:1", "mps"). Raises ApiError(422) otherwise."""
+    spelled = str(device).strip().lower()
+    found = _DEVICE.fullmatch(spelled)
+    if not found or (found.group(1) != "cuda" and found.group(2) is not None):
+        raise ApiError(422, f"unknown device '{device}'", "use cpu, cuda, or cuda:<index> such as cuda:1")
+    if found.group(1) == "cpu":
+        return spelled
+    import torch
+
+    if found.group(1) == "mps":
+        if not torch.backends.mps.is_available():
+            raise ApiError(422, "device 'mps' is not available on this machine", "use device=cpu")
+        return spelled
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ApiError(422, f"device '{device}': this machine has no CUDA GPU", "use device=cpu")
+    if found.group(2) is not None and int(found.group(2)) >= count:
+        raise ApiError(422, f"device '{device}': this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}",
+                       f"use one of cuda:0 … cuda:{count - 1}")
+    return spelled
 
 
 @dataclass
@@ -53,6 +82,9 @@ class LoadedModel:
     pending: int = 0
     user_dict: Any = None
     stamp: list[int] | None = None  # [size, mtime_ns] of a G file when loaded (None for folders)
+    language: str = SYNTHESIS.language  # the default language of its /voice requests (hiyoriUI's model language)
+    model_file: Path | None = None  # the G file (torch) or the ONNX folder that was loaded
+    config_file: Path | None = None  # the config.json it was loaded with
     executor: concurrent.futures.ThreadPoolExecutor = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -118,9 +150,20 @@ class LoadedModel:
     def info(self) -> dict:
         return {
             "id": self.model_id, "name": self.name, "path": str(self.path), "backend": self.backend,
-            "device": self.device, "sampling_rate": self.sampling_rate, "speakers": self.speakers,
-            "spk2id": self.speaker_ids(), "queue": self.pending, "served": self.served,
+            "device": self.device, "language": self.language, "sampling_rate": self.sampling_rate,
+            "speakers": self.speakers, "spk2id": self.speaker_ids(), "queue": self.pending, "served": self.served,
             "loaded_at": self.loaded_at,
+        }
+
+    def hiyori_info(self) -> dict:
+        """This model as Bert-VITS2's hiyoriUI describes one in /models/info (its fields, plus our `name`)."""
+        spk2id = self.speaker_ids()
+        config = getattr(self.voice, "config", None)
+        return {
+            "config_path": str(self.config_file or ""), "model_path": str(self.model_file or self.path),
+            "device": self.device, "language": self.language, "spk2id": spk2id,
+            "id2spk": {str(i): name for name, i in spk2id.items()},
+            "version": str(getattr(config, "version", None) or "2.3"), "name": self.name,
         }
 
     def close(self) -> None:
@@ -128,11 +171,11 @@ class LoadedModel:
         self.executor.shutdown(wait=False)
 
 
-def default_loader(path: Path, device: str, checkpoint: str | None = None):
+def default_loader(path: Path, device: str, checkpoint: str | None = None, config: str | None = None):
     """Load a voice: a folder with an ONNX export (koe_onnx.json) runs on onnxruntime, anything else on torch.
 
-    `checkpoint` names a G file inside the voice's models/ (or beside a G path). Returns (voice, backend).
-    Raises KoeError for what cannot be loaded.
+    `checkpoint` names a G file inside the voice's models/ (or beside a G path); `config` a config.json to
+    use instead of the voice's own. Returns (voice, backend). Raises KoeError for what cannot be loaded.
     """
     if path.is_dir() and (path / ONNX_METADATA).is_file():
         from vits.onnx_runtime import OnnxVoice
@@ -143,7 +186,23 @@ def default_loader(path: Path, device: str, checkpoint: str | None = None):
     target = Path(checkpoint) if checkpoint else path
     if checkpoint and not target.is_absolute():
         target = models_dir(path) / checkpoint if path.is_dir() else path.parent / checkpoint
-    return Voice.load(target, device=device), "torch"
+    return Voice.load(target, device=device, config_path=config), "torch"
+
+
+def _loaded_files(path: Path, voice: Any, backend: str, config: str | None) -> tuple[Path, Path | None]:
+    """(the G file or ONNX folder, the config.json) a freshly loaded voice came from, for /models/info."""
+    if backend == "onnx":
+        return path, path / ONNX_METADATA
+    model_file = Path(getattr(voice, "checkpoint", None) or path)
+    if config:
+        return model_file, Path(config)
+    try:
+        from vits.synthesis import find_voice_files
+
+        return model_file, find_voice_files(path if path.is_dir() else model_file,
+                                            checkpoint=model_file if path.is_dir() else None)[1]
+    except KoeError:
+        return model_file, None
 
 
 def _user_dict_for(path: Path):
@@ -154,6 +213,19 @@ def _user_dict_for(path: Path):
     from vits.text import UserDict
 
     return UserDict.load(found)
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a `model`/`checkpoint` value is a file-system path rather than a name (`--no-paths` refuses those)."""
+    return any(c in spec for c in "/\\") or spec.startswith("~") or spec.endswith((".pth", ".pt", ".safetensors"))
+
+
+def split_checkpoint(spec: str, checkpoint: str | None) -> tuple[str, str | None]:
+    """"alice:G_8000.pth" → ("alice", "G_8000.pth"): the key a voice loaded with a named checkpoint has."""
+    head, sep, tail = spec.partition(":")
+    if checkpoint is None and sep and head and tail and not any(c in spec for c in "/\\"):
+        return head, tail
+    return spec, checkpoint
 
 
 def _has_torch_voice(voice_dir: Path) -> bool:
@@ -190,6 +262,8 @@ class ModelRegistry:
         self._loading: dict[str, threading.Lock] = {}
         self._bert = bert
         self._bert_lock = threading.Lock()
+        self._clap = None
+        self._clap_lock = threading.Lock()
 
     # -- BERT
     def bert(self):
@@ -201,13 +275,28 @@ class ModelRegistry:
                 if dirs:
                     from vits.text.bert import BertFeatures
 
-                    value = BertFeatures(dirs, device=self.device)
-                    for lang in dirs:
-                        # Load now: a model loaded inside a seeded synthesis would consume random numbers
-                        # and make the first request's audio differ from later ones with the same seed.
-                        value.hidden_size(lang)
+                    # Load now, under the torch lock: building a BERT model draws random numbers, which a
+                    # seeded synthesis running at the same time would otherwise lose (TORCH_LOCK).
+                    with TORCH_LOCK:
+                        value = BertFeatures(dirs, device=self.device)
+                        for lang in dirs:
+                            value.hidden_size(lang)
                 self._bert = value
             return self._bert
+
+    # -- CLAP (the emotion prompts of 2.2 voices)
+    def clap(self):
+        """The shared `vits.clap.ClapEmbedder` (config.yml `clap:`), loaded on first use.
+
+        Raises KoeError naming the folder and `python -m pipeline.download clap` when the model is missing.
+        """
+        with self._clap_lock:
+            if self._clap is None:
+                from vits.clap import ClapEmbedder
+
+                with TORCH_LOCK:  # as for BERT: building a model draws random numbers
+                    self._clap = ClapEmbedder(self.settings.clap, device=self.device)
+            return self._clap
 
     # -- discovery
     def available(self) -> list[str]:
@@ -236,8 +325,7 @@ class ModelRegistry:
             spec, backend = spec[: -len(ONNX_SUFFIX)], "onnx"
         if backend not in (None, "torch", "onnx"):
             raise ApiError(422, f"unknown backend '{backend}'", "use backend=torch or backend=onnx")
-        looks_like_path = any(c in spec for c in "/\\") or spec.endswith((".pth", ".pt", ".safetensors"))
-        if looks_like_path:
+        if looks_like_path(spec):
             key, path = self._resolve_path(spec)
         else:
             key, path = spec, self._resolve_name(spec)
@@ -257,19 +345,25 @@ class ModelRegistry:
         if not self.allow_paths:
             raise ApiError(403, "loading models by path is switched off on this server",
                            "pass a voice name from GET /models")
-        path = Path(spec).expanduser()
-        if not path.is_absolute():
-            path = (self.settings.root / path).resolve()
-        if not path.exists():
+        try:
+            path = Path(spec).expanduser()
+            if not path.is_absolute():
+                path = (self.settings.root / path).resolve()
+            found = path.exists()
+        except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, a symlink loop
+            found = False
+        if not found:
             raise ApiError(404, f"model path not found: {spec}",
                            "pass a voice folder (Data/<voice>), a G_*.pth file or an ONNX export folder")
         return str(path), path
 
     def _resolve_name(self, spec: str) -> Path:
         try:
+            if len(spec) > MAX_NAME:
+                raise KoeError(f"{len(spec)} characters", fix=f"voice names have at most {MAX_NAME} characters")
             path = self.settings.voice_dir(spec)
         except KoeError as exc:
-            raise ApiError(422, f"invalid model name '{spec}'", exc.fix) from None
+            raise ApiError(422, f"invalid model name '{spec[:MAX_NAME]}'", exc.fix) from None
         if not path.is_dir():
             raise ApiError(404, f"unknown model '{spec}'",
                            f"use one of the loaded or available models (GET /models); voices live in "
@@ -285,14 +379,15 @@ class ModelRegistry:
                 if entry.model_id == model_id:
                     return entry
             raise ApiError(404, f"no loaded model with model_id={model_id}",
-                           "GET /models lists the loaded models and their ids",
+                           "GET /models lists the loaded models and their ids", code=10,
                            loaded={str(e.model_id): e.name for e in self.models.values()})
         if spec is None:
             return None
         if spec in self.models:
             return self.models[spec]
         for entry in self.models.values():
-            if entry.name == spec or str(entry.path) == spec:
+            # --no-paths: a path is refused even when it names a loaded voice (resolve() says so).
+            if entry.name == spec or (self.allow_paths and str(entry.path) == spec):
                 return entry
         return None
 
@@ -318,11 +413,68 @@ class ModelRegistry:
                            loaded=list(self.models), available=available)
         return await self.load(spec)
 
+    def checkpoint_file(self, key: str, path: Path, checkpoint: str | None) -> tuple[str, str | None]:
+        """(registry key, G file) for a `checkpoint` asked of voice `key` at `path` (None: its newest).
+
+        A file name is looked up among the voice's G files; a path is taken only where paths are allowed,
+        and under `--no-paths` it is refused before the file system is asked (the answer never tells
+        whether a file exists). Raises ApiError(403/404/422).
+        """
+        if checkpoint is None or not checkpoint.strip():
+            return key, None
+        name = checkpoint.strip()
+        if (path / ONNX_METADATA).is_file():
+            raise ApiError(422, f"'{key}' is an ONNX export: it has no checkpoints to choose from",
+                           "leave 'checkpoint' out, or load the torch voice (backend=torch)")
+        if "\0" in name or len(name) > MAX_NAME:
+            raise ApiError(422, "invalid checkpoint name", "pass a file name such as G_8000.pth")
+        if any(c in name for c in "/\\") or name.startswith("~") or name in (".", ".."):
+            if not self.allow_paths:
+                raise ApiError(403, "checkpoint paths are switched off on this server",
+                               "pass a checkpoint file name from the voice's models/ folder, e.g. G_8000.pth "
+                               "(GET /models/get_local lists them)")
+            target = Path(name).expanduser()
+            if not target.is_absolute():
+                target = (models_dir(path) if path.is_dir() else path.parent) / target
+            return str(target), str(target)
+        files = {p.name: p for _, p in generator_files(path if path.is_dir() else path.parent)}
+        if name not in files:
+            raise ApiError(404, f"voice '{key}' has no checkpoint '{name}'",
+                           "use one of: " + (", ".join(sorted(files)) or "(none: train the voice first)"),
+                           checkpoints=sorted(files))
+        return f"{key}:{name}", str(files[name])
+
     async def load(self, spec: str, device: str | None = None, checkpoint: str | None = None,
-                   backend: str | None = None) -> LoadedModel:
-        """Load (or return the already loaded) model `spec`, off the event loop."""
+                   backend: str | None = None, language: str | None = None,
+                   config: str | None = None) -> LoadedModel:
+        """Load (or return the already loaded) model `spec`, off the event loop.
+
+        `device` is checked against this machine, `checkpoint` picks a G file (see `checkpoint_file`),
+        `language` is the model's default request language, `config` a config.json path (paths allowed only).
+        """
+        spec, checkpoint = split_checkpoint(spec, checkpoint)
         key, path = self.resolve(spec, backend)
-        return await asyncio.to_thread(self._load_blocking, key, path, device or self.device, checkpoint)
+        key, g_file = self.checkpoint_file(key, path, checkpoint)
+        config = self._config_path(config)
+        device = check_device(device) if device else self.device
+        return await asyncio.to_thread(self._load_blocking, key, path, device, g_file, language, config)
+
+    def _config_path(self, config: str | None) -> str | None:
+        if config is None or not config.strip():
+            return None
+        if not self.allow_paths:
+            raise ApiError(403, "config paths are switched off on this server",
+                           "leave config_path out: a voice's own configs/config.json is used")
+        path = Path(config.strip()).expanduser()
+        path = path if path.is_absolute() else self.settings.root / path
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            raise ApiError(404, f"config file not found: {config}", "pass the config.json the G file was trained "
+                           "with, or leave config_path out (the voice's own is used)", code=15)
+        return str(path)
 
     def load_now(self, spec: str, device: str | None = None, checkpoint: str | None = None,
                  backend: str | None = None, reload_changed: bool = False) -> LoadedModel:
@@ -331,14 +483,17 @@ class ModelRegistry:
         With `reload_changed`, a G file loaded before and changed on disk since is loaded again.
         Raises ApiError like `load`.
         """
+        spec, checkpoint = split_checkpoint(spec, checkpoint)
         key, path = self.resolve(spec, backend)
+        key, g_file = self.checkpoint_file(key, path, checkpoint)
         old = self.models.get(key)
         if reload_changed and old is not None and old.stamp != _stamp(path):
             with self._lock:
                 self._drop(old)
-        return self._load_blocking(key, path, device or self.device, checkpoint)
+        return self._load_blocking(key, path, check_device(device) if device else self.device, g_file)
 
-    def _load_blocking(self, key: str, path: Path, device: str, checkpoint: str | None) -> LoadedModel:
+    def _load_blocking(self, key: str, path: Path, device: str, checkpoint: str | None,
+                       language: str | None = None, config: str | None = None) -> LoadedModel:
         with self._lock:
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:  # two requests for one unloaded model load it once
@@ -346,16 +501,19 @@ class ModelRegistry:
                 return self.models[key]
             stamp = _stamp(path)
             try:
-                voice, backend = self.loader(path, device, checkpoint)
+                with TORCH_LOCK:  # building a network draws from torch's global generator (TORCH_LOCK)
+                    voice, backend = self.loader(path, device, checkpoint, **({"config": config} if config else {}))
             except KoeError as exc:
                 raise ApiError(422, f"could not load model '{key}': {exc.problem}", exc.fix,
                                where=exc.where) from None
             user_dict = _user_dict_for(path)
+            model_file, config_file = _loaded_files(path, voice, backend, config)
             with self._lock:
                 self._evict_for_one_more()
                 entry = LoadedModel(self._next_id, Path(key).name if os.sep in key else key, path, voice,
                                     backend, "cpu" if backend == "onnx" else device, user_dict=user_dict,
-                                    stamp=stamp)
+                                    stamp=stamp, language=language or SYNTHESIS.language, model_file=model_file,
+                                    config_file=config_file)
                 self._next_id += 1
                 self.models[key] = entry
             return entry

@@ -23,7 +23,8 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.audio import STREAM_FORMATS, encode_audio, media_type, stream_piece, wav_stream_header
-from server.errors import ApiError
+from server.errors import AnswerCrashes, ApiError
+from server.hiyori import add_hiyori_routes, system_status
 from server.params import (
     DEFAULT_MAX_MODELS,
     DEFAULT_MAX_QUEUE,
@@ -36,8 +37,9 @@ from server.params import (
     validate,
     validation_error,
 )
-from server.registry import LoadedModel, ModelRegistry
+from server.registry import LoadedModel, ModelRegistry, check_device
 from settings import Settings, load_settings
+from vits.clap import emotion_vector, takes_emotion
 from vits.errors import KoeError
 
 VOICE_DOC = ("Speak `text` with a loaded (or loadable) voice. Returns audio bytes (`format`), or JSON "
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None, *, api_key: str | None = None, 
     settings = settings or load_settings()
     api_key = api_key if api_key is not None else (os.environ.get("KOE_API_KEY") or None)
     if registry is None:
-        registry = ModelRegistry(settings, device or settings.resolved_device(), max_models=max_models,
+        device = check_device(device) if device else settings.resolved_device()
+        registry = ModelRegistry(settings, device, max_models=max_models,
                                  allow_paths=allow_paths, loader=loader, bert=bert)
     else:
         max_models = registry.max_models
@@ -101,9 +104,12 @@ def create_app(settings: Settings | None = None, *, api_key: str | None = None, 
     app.state.registry = registry
     app.state.settings = settings
     app.state.max_text_length = max_text_length
+    # Outside the routes' error handling: a crash still gets a JSON 500, and the connection stays open.
+    app.add_middleware(AnswerCrashes)
     _add_error_handlers(app)
     _add_voice_routes(app, registry, limits)
     _add_model_routes(app, registry, limits)
+    add_hiyori_routes(app, registry)
     _add_status_route(app, registry, limits, api_key_required=api_key is not None)
     for spec in preload or ():
         registry.load_now(spec)
@@ -152,11 +158,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _koe_error(_request: Request, exc: KoeError):
         return ApiError(422, exc.problem, exc.fix, where=exc.where).response()
 
-    @app.exception_handler(Exception)
-    async def _crash(_request: Request, exc: Exception):
-        return ApiError(500, f"internal error: {type(exc).__name__}: {exc}",
-                        "this is a bug in the server; the log has the traceback").response()
-
 
 # ----------------------------------------------------------------------------------------------------------
 # /voice
@@ -189,7 +190,7 @@ def _check_voice_request(params: VoiceParams, limits: Limits) -> None:
     if not params.text.strip():
         raise ApiError(422, "'text' is empty", "pass the text to speak, e.g. /voice?text=你好")
     if params.auto_translate:
-        raise ApiError(422, "auto_translate is not supported", "translate the text before sending it")
+        raise ApiError(422, "auto_translate is not supported", "translate the text before sending it", code=20)
     if params.stream and params.format not in STREAM_FORMATS:
         raise ApiError(422, f"format '{params.format}' cannot be streamed",
                        f"use stream=true with format {' or '.join(STREAM_FORMATS)}, or stream=false")
@@ -212,13 +213,13 @@ def resolve_speaker(entry: LoadedModel, params: VoiceParams) -> str:
         if wanted.isdigit() and params.speaker_name is None and int(wanted) in by_id:
             return by_id[int(wanted)]
         raise ApiError(404, f"unknown speaker '{wanted}' for model '{entry.name}'",
-                       f"use one of: {_shortlist(names)}", speakers=names)
+                       f"use one of: {_shortlist(names)}", code=13, speakers=names)
     if params.speaker_id is not None:
         if params.speaker_id in by_id:
             return by_id[params.speaker_id]
         raise ApiError(404, f"unknown speaker_id {params.speaker_id} for model '{entry.name}'",
-                       "use one of: " + _shortlist([f"{i}={n}" for n, i in spk2id.items()]), speakers=names,
-                       spk2id=spk2id)
+                       "use one of: " + _shortlist([f"{i}={n}" for n, i in spk2id.items()]), code=12,
+                       speakers=names, spk2id=spk2id)
     if names:
         return names[0]
     raise ApiError(422, f"model '{entry.name}' has no speakers in its config", "check data.spk2id in config.json")
@@ -226,8 +227,20 @@ def resolve_speaker(entry: LoadedModel, params: VoiceParams) -> str:
 
 async def synthesize(registry: ModelRegistry, limits: Limits, params: VoiceParams) -> Response:
     """Answer one `/voice` request: the whole audio, or a stream of sentences. Raises ApiError."""
+    try:
+        return await _synthesize_once(registry, limits, params)
+    except ApiError as exc:
+        # The voice this request names was unloaded between finding it and queueing the job: load it again.
+        if exc.status != 409 or params.model is None:
+            raise
+        return await _synthesize_once(registry, limits, params)
+
+
+async def _synthesize_once(registry: ModelRegistry, limits: Limits, params: VoiceParams) -> Response:
     _check_voice_request(params, limits)
     entry = await registry.get(params.model, params.model_id)
+    if params.language is None:  # hiyoriUI: a request without a language speaks the model's default one
+        params = params.model_copy(update={"language": entry.language})
     speaker = resolve_speaker(entry, params)
     bert_features = await asyncio.to_thread(registry.bert)
     if bert_features is None:
@@ -237,12 +250,36 @@ async def synthesize(registry: ModelRegistry, limits: Limits, params: VoiceParam
     kwargs = dict(speaker=speaker, bert=bert_features, sdp_ratio=params.sdp_ratio, noise_scale=params.noise,
                   noise_scale_w=params.noisew, length_scale=params.length, seed=params.seed,
                   user_dict=entry.user_dict)
+    emotion_voice = takes_emotion(entry.voice)
+    if emotion_voice:
+        kwargs["emo"] = await _emotion(registry, entry, params, limits.max_queue)
     headers = {"X-Model": entry.name, "X-Speaker": speaker, "X-Sampling-Rate": str(entry.sampling_rate)}
-    if params.ignored():
-        headers["X-Ignored-Parameters"] = ",".join(params.ignored())
+    if params.ignored(emotion_voice):
+        headers["X-Ignored-Parameters"] = ",".join(params.ignored(emotion_voice))
     if params.stream:
         return await _streamed(entry, params, kwargs, headers, limits.max_queue)
     return await _whole(entry, params, kwargs, headers, limits.max_queue)
+
+
+async def _emotion(registry: ModelRegistry, entry: LoadedModel, params: VoiceParams, max_queue: int):
+    """The emotion vector of a 2.2 voice's request: its `emotion` text prompt or `reference_audio` clip."""
+    try:
+        clap = await asyncio.to_thread(registry.clap)
+    except KoeError as exc:
+        raise ApiError(503, f"this server has no CLAP model, so it cannot read the emotion prompt that 2.2 voices "
+                            f"need ({exc.problem}: {exc.where})", exc.fix) from None
+    text = None if params.emotion is None else str(params.emotion)
+    upload = "upload it as the file field 'reference_audio' of a multipart/form-data POST (wav, flac, ogg or mp3)"
+    if params.prompt_mode == "audio" and not params.reference_audio:
+        raise ApiError(422, "prompt_mode=audio needs a reference clip (reference_audio)",
+                       f"{upload}, or use prompt_mode=text with emotion=<a prompt such as Happy>")
+    try:
+        return await entry.run(lambda: emotion_vector(clap, text=text, audio=params.reference_audio,
+                                                      mode=params.prompt_mode, where="reference_audio"), max_queue)
+    except KoeError as exc:
+        if params.reference_audio is None or params.prompt_mode == "text":
+            raise
+        raise ApiError(422, f"reference_audio: {exc.problem}", upload) from None
 
 
 async def _whole(entry: LoadedModel, params: VoiceParams, kwargs: dict, headers: dict, max_queue: int):
@@ -290,24 +327,14 @@ def _add_model_routes(app: FastAPI, registry: ModelRegistry, limits: Limits) -> 
     async def models():
         return {"loaded": [e.info() for e in registry.models.values()], "available": registry.available()}
 
-    @app.get("/models/info", summary="Loaded models keyed by model_id (hiyoriUI format)", tags=["models"])
-    async def models_info():
-        return {str(e.model_id): {"model_path": str(e.path), "device": e.device, "spk2id": e.speaker_ids(),
-                                  "id2spk": {str(i): n for n, i in e.speaker_ids().items()}, "version": "2.3",
-                                  "name": e.name} for e in registry.models.values()}
-
     @app.post("/models/load", summary="Load a model (voice name or path)", tags=["models"],
               openapi_extra={"requestBody": {"content": {"application/json": {
                   "schema": LoadParams.model_json_schema()}}}})
     async def models_load(request: Request):
         params = validate(LoadParams, await request_fields(request, limits.max_body))
-        entry = await registry.load(params.model, params.device, params.checkpoint, params.backend)
+        entry = await registry.load(params.model, params.device, params.checkpoint, params.backend,
+                                    language=params.language)
         return {"loaded": entry.info()}
-
-    @app.get("/models/add", summary="hiyoriUI alias of /models/load (model_path=...)", tags=["models"])
-    async def models_add(model_path: str = Query(...), device: str | None = Query(None)):
-        entry = await registry.load(model_path, device)
-        return {"status": 0, "loaded": entry.info(), "data": {"model_id": entry.model_id}}
 
     @app.post("/models/unload", summary="Unload a model", tags=["models"],
               openapi_extra={"requestBody": {"content": {"application/json": {
@@ -319,19 +346,16 @@ def _add_model_routes(app: FastAPI, registry: ModelRegistry, limits: Limits) -> 
         entry = registry.unload(params.model, params.model_id)
         return {"unloaded": entry.name, "model_id": entry.model_id}
 
-    @app.get("/models/delete", summary="hiyoriUI alias of /models/unload (model_id=...)", tags=["models"])
-    async def models_delete(model_id: int = Query(...)):
-        entry = registry.unload(None, model_id)
-        return {"status": 0, "unloaded": entry.name, "model_id": entry.model_id}
-
 
 def _add_status_route(app: FastAPI, registry: ModelRegistry, limits: Limits, api_key_required: bool) -> None:
     started = time.time()
 
-    @app.get("/status", summary="Device, memory, loaded models, queue length", tags=["server"])
+    @app.get("/status", summary="Device, memory, loaded models, queue length (and hiyoriUI's fields)",
+             tags=["server"])
     async def status():
         torch = sys.modules.get("torch")
         return {
+            **await system_status(),
             "device": registry.device,
             "torch": getattr(torch, "__version__", None),
             "threads": torch.get_num_threads() if torch is not None else None,

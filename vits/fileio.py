@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,26 @@ def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path
             pass
         finally:
             os.close(dir_fd)
+
+
+# atomic_path's temp names: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def leftover_temp_files(folder: str | os.PathLike) -> list[tuple[Path, str]]:
+    """Temp files `atomic_path` left in `folder` when its process was killed mid-write: (temp path, target name).
+
+    A process that is still writing has its temp file here too: only call this while nobody writes there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir()):
+        named = _TEMP_NAME.match(entry.name)
+        if named and entry.is_file():
+            found.append((entry, named.group("target")))
+    return found
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

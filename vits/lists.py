@@ -3,16 +3,19 @@
 - `esd.list`: one `wav|speaker|LANG|text` line per clip (the transcription, hand-editable).
 - `filelists/train.list`, `val.list`: the cleaned 7-field lines
   `wav|speaker|LANG|norm_text|phones|tones|word2ph` the trainer and the feature stage read.
-- `<clip>.bert.pt` / `<clip>.spec.pt`: the feature files that belong to a clip's wav.
+- `<clip>.bert.pt` / `<clip>.spec.pt` / `<clip>.emo.npy` (2.2 voices): the feature files that belong to a clip's wav.
 
 Reading esd.list is lenient line by line: a bad line becomes a LineProblem naming its number and the fix,
 and the other lines are kept. Cleaned lines are strict: a bad one raises KoeError with `file:line`.
+Every reader confines wav paths to the voice folder: `../../x.wav` or `/tmp/x.wav` is refused with its
+line number (`wav_outside`), so no stage reads or writes features beside files outside Data/<voice>/.
 Replacing a list that a user may have edited always keeps a copy in the voice's `backups/` first
 (UTC timestamps, never overwriting an older copy).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -59,6 +62,39 @@ class LineProblem:
         return f"line {self.line_no}: {self.reason} ({self.text[:60]!r})"
 
 
+def wav_outside(wav: str, voice_dir: str | Path | None = None) -> bool:
+    """True when a list's wav path leads outside the voice folder (`../../x.wav`, `/tmp/x.wav`).
+
+    Decided from the path alone (whether the file exists does not matter). Without `voice_dir` only
+    relative paths that climb out (`..`) are caught; absolute paths need the folder to judge.
+    """
+    raw = wav.strip().replace("\\", "/")
+    if not Path(raw).is_absolute():
+        norm = os.path.normpath(raw)
+        return norm == ".." or norm.startswith("../")
+    if voice_dir is None:
+        return False
+    base = Path(os.path.abspath(voice_dir))
+    if Path(os.path.normpath(raw)).is_relative_to(base):
+        return False
+    # The voice folder reached through a symbolic link (Data/ on another disk) is still the voice folder.
+    return not Path(raw).resolve().is_relative_to(base.resolve())
+
+
+def _outside_message(wav: str) -> str:
+    return f"wav path {wav!r} leads outside the voice folder (refused: features would be written there)"
+
+
+OUTSIDE_FIX = ("write the path relative to the voice folder (wavs/<speaker>/<clip>.wav) and move the clip "
+               "into the voice's wavs/ folder")
+
+
+def check_wav_inside(wav: str, voice_dir: str | Path | None, where: str) -> None:
+    """Raise KoeError (at `where`, a `file:line`) when `wav` leads outside the voice folder."""
+    if wav_outside(wav, voice_dir):
+        raise KoeError(_outside_message(wav), where=where, fix=OUTSIDE_FIX)
+
+
 def wav_field(line: str) -> str:
     """The wav path a list line starts with (esd or cleaned), even when the rest of the line is malformed."""
     return line.strip().lstrip("\ufeff").split("|", 1)[0].strip()
@@ -70,8 +106,12 @@ def esd_fields(line: str) -> list[str]:
     return parts + [""] * (4 - len(parts))
 
 
-def parse_esd_line(raw: str, line_no: int) -> EsdEntry | LineProblem | None:
-    """Parse one line. Returns an EsdEntry, a LineProblem, or None for blank/comment lines."""
+def parse_esd_line(raw: str, line_no: int, voice_dir: str | Path | None = None) -> EsdEntry | LineProblem | None:
+    """Parse one line. Returns an EsdEntry, a LineProblem, or None for blank/comment lines.
+
+    A wav path leading outside the voice folder (`wav_outside`; absolute ones judged against `voice_dir`)
+    is a LineProblem.
+    """
     line = raw.strip().lstrip("\ufeff")
     if not line or line.startswith("#"):
         return None
@@ -84,6 +124,8 @@ def parse_esd_line(raw: str, line_no: int) -> EsdEntry | LineProblem | None:
     wav, speaker, lang, text = (f.strip() for f in fields)
     if not wav:
         return LineProblem(line_no, line, "empty wav path")
+    if wav_outside(wav, voice_dir):
+        return LineProblem(line_no, line, f"{_outside_message(wav)}: {OUTSIDE_FIX}")
     if not speaker:
         return LineProblem(line_no, line, "empty speaker name")
     language = normalize_language(lang)
@@ -94,15 +136,18 @@ def parse_esd_line(raw: str, line_no: int) -> EsdEntry | LineProblem | None:
     return EsdEntry(line_no, wav, speaker, language, text)
 
 
-def read_esd_list(path: str | Path) -> tuple[list[EsdEntry], list[LineProblem]]:
-    """Read an esd.list. Returns (valid entries in file order, problems). A missing file reads as empty."""
+def read_esd_list(path: str | Path, voice_dir: str | Path | None = None) -> tuple[list[EsdEntry], list[LineProblem]]:
+    """Read an esd.list. Returns (valid entries in file order, problems). A missing file reads as empty.
+
+    Wav paths are confined to `voice_dir` (default: the list's folder, where esd.list lives).
+    """
     path = Path(path)
     if not path.is_file():
         return [], []
     entries, problems = [], []
     text = path.read_bytes().decode("utf-8", errors="replace")
     for n, raw in enumerate(text.splitlines(), 1):
-        item = parse_esd_line(raw, n)
+        item = parse_esd_line(raw, n, path.parent if voice_dir is None else voice_dir)
         if isinstance(item, EsdEntry):
             entries.append(item)
         elif isinstance(item, LineProblem):
@@ -131,8 +176,9 @@ class CleanedLine:
                          " ".join(str(t) for t in self.tones), " ".join(str(w) for w in self.word2ph)])
 
 
-def parse_cleaned_line(line: str, where: str) -> CleanedLine:
-    """Parse one 7-field cleaned line. Raises KoeError (with `where`) on a wrong field count or bad numbers."""
+def parse_cleaned_line(line: str, where: str, voice_dir: str | Path | None = None) -> CleanedLine:
+    """Parse one 7-field cleaned line. Raises KoeError (with `where`) on a wrong field count, bad numbers,
+    or a wav path leading outside the voice folder (absolute ones judged against `voice_dir`)."""
     fields = line.rstrip("\r\n").split("|")
     if len(fields) != 7:
         raise KoeError(f"expected 7 '|'-separated fields, found {len(fields)}", where=where,
@@ -144,6 +190,7 @@ def parse_cleaned_line(line: str, where: str) -> CleanedLine:
     except ValueError:
         raise KoeError("tones and word2ph must be space-separated integers", where=where,
                        fix="re-run the text stage (python -m pipeline.text)") from None
+    check_wav_inside(wav, voice_dir, where)
     return CleanedLine(wav.strip(), speaker, normalize_language(language) or language.strip(), text,
                        phones.split(), tone_list, w2p_list)
 
@@ -158,9 +205,10 @@ def read_cleaned_lines(path: str | Path) -> list[tuple[str, str]]:
             if line.strip()]
 
 
-def read_cleaned_list(path: str | Path) -> list[tuple[str, CleanedLine]]:
-    """Every line of a cleaned list as (`file:line`, CleanedLine). Raises KoeError on a missing file or bad line."""
-    return [(where, parse_cleaned_line(line, where)) for where, line in read_cleaned_lines(path)]
+def read_cleaned_list(path: str | Path, voice_dir: str | Path | None = None) -> list[tuple[str, CleanedLine]]:
+    """Every line of a cleaned list as (`file:line`, CleanedLine). Raises KoeError on a missing file or bad line
+    (wav paths confined to `voice_dir`, see `parse_cleaned_line`)."""
+    return [(where, parse_cleaned_line(line, where, voice_dir)) for where, line in read_cleaned_lines(path)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -182,6 +230,15 @@ def spec_path(wav: str | Path) -> Path:
     """`clip.wav` -> `clip.spec.pt` beside it (spec §8)."""
     wav = Path(wav)
     return wav.with_name(_stem(wav) + ".spec.pt")
+
+
+def emo_path(wav: str | Path) -> Path:
+    """`clip.wav` -> `clip.emo.npy` beside it: the 2.2 CLAP audio embedding (2.2 spec §8.1).
+
+    Despite the extension it is a `torch.save` of a float32 [512, 1] tensor, as Bert-VITS2 2.2 writes it.
+    """
+    wav = Path(wav)
+    return wav.with_name(_stem(wav) + ".emo.npy")
 
 
 # ---------------------------------------------------------------------------------------------------

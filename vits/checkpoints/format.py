@@ -8,19 +8,25 @@ ignores them, and we fall back to its fields when they are absent.
 
 Files are read with ``torch.load(weights_only=True)``: a file that needs arbitrary Python objects is
 refused (it could run code); `convert_trusted_checkpoint` rewrites such a file once, if you trust it.
+Before loading, the CRC-32 that `torch.save` records for every record of the file is checked
+(`vits.checkpoints.integrity`): a file damaged after saving is named (`DamagedCheckpoint`) instead of
+loading garbage. Saves check the free disk space first, and a full disk is one line saying what is safe.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from vits import voice_folder
+from vits.checkpoints.integrity import crc_problem, refused_globals, runs_code
 from vits.errors import KoeError
 from vits.fileio import atomic_path
 
@@ -33,11 +39,11 @@ KIND_DESCRIPTIONS = {
     "D": "a multi-period discriminator (D_*.pth)",
     "DUR": "a Bert-VITS2 2.3 duration discriminator (DUR_*.pth)",
     "WD": "a WavLM discriminator (WD_*.pth)",
-    "G-2.2": "a Bert-VITS2 2.2 generator with the CLAP emotion quantiser (enc_p.emo_vq keys); 2.3 removed it",
+    "G-2.2": "a Bert-VITS2 2.2 generator with the CLAP emotion input (enc_p.emo_vq keys, G_*.pth)",
     "G-emotion": "an older Bert-VITS2 generator with an emotion input (enc_p.emo_* keys, 2.1 era)",
     "G-old": "an older Bert-VITS2 generator without the English BERT projection (no enc_p.en_bert_proj)",
     "G-vits": "a plain VITS/VITS2 generator without BERT inputs (no enc_p.bert_proj)",
-    "DUR-2.2": "a Bert-VITS2 2.2 duration discriminator (convolutional, no LSTM)",
+    "DUR-2.2": "a Bert-VITS2 2.2 duration discriminator (convolutional, no LSTM, DUR_*.pth)",
     "empty": "an empty state dict",
     "unknown": "not a Bert-VITS2 network (none of the G/D/DUR/WD key patterns)",
 }
@@ -50,6 +56,14 @@ _KIND_FIX = {
 }
 
 
+class DamagedCheckpoint(KoeError):
+    """A checkpoint file that is damaged, truncated or unreadable (not one that merely does not fit)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint file was passed over (damaged or incomplete) and an older one used instead."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # reading and writing files
 
@@ -59,8 +73,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
     Takes a Bert-VITS2 ``.pth`` (4-key dict), a bare state_dict ``.pth`` or a ``.safetensors`` file
     written by `export_release` (metadata fields come back as ``iteration``/``learning_rate``/...).
-    Returns the dict as stored (tensors on the CPU). Raises KoeError when the file is missing, corrupt,
-    not a checkpoint, or holds Python objects that ``weights_only`` loading refuses.
+    Returns the dict as stored (tensors on the CPU). Raises DamagedCheckpoint (a KoeError) when a record
+    does not match the CRC-32 written when it was saved, or the file is truncated or garbage; KoeError
+    when it is missing, holds no model, or is not a weights-only file (its pickle needs Python objects,
+    named, which ``weights_only`` loading refuses; nothing from the file runs).
     """
     path = Path(path)
     if not path.is_file():
@@ -68,6 +84,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                        fix="check the path; trained checkpoints are in Data/<voice>/models/G_<step>.pth")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    damage = crc_problem(path)
+    if damage:
+        raise DamagedCheckpoint(f"the checkpoint is damaged: {damage}", where=str(path),
+                                fix="copy or download the file again; a training checkpoint can be moved out "
+                                    "of models/ (training then resumes from the newest older set)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError/EOFError/... for bad files
@@ -81,24 +102,44 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def _load_error(path: Path, exc: Exception) -> KoeError:
-    text = str(exc)
-    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
-    if found:
+    """Why torch.load refused `path`: a pickle that needs code from the file, or a truncated/garbage file.
+
+    Decided from the pickle's own opcodes (nothing runs), not from torch's wording, which changes.
+    """
+    refused = refused_globals(path)
+    if refused:
+        shown = ", ".join(refused[:4]) + (f", … {len(refused) - 4} more" if len(refused) > 4 else "")
+        code = [g for g in refused if runs_code(g)]
+        if code:
+            return KoeError(
+                f"not a weights-only file: its pickle would call {', '.join(code[:3])} when loaded, which runs "
+                "commands or code; this looks like a malicious file. It was refused and nothing from it ran",
+                where=str(path),
+                fix="delete it and get the model from a source you trust; do not convert this one")
         return KoeError(
-            f"the file stores Python objects besides tensors ({found.group(1)}); loading it could run code "
-            "from the file, so it was refused",
+            f"not a weights-only file: besides tensors it stores Python objects ({shown}); loading those "
+            "could run code from the file, so it was refused (nothing from it ran)",
             where=str(path),
             fix="if you trust where the file came from, convert it once: python -c \"from vits.checkpoints "
                 f"import convert_trusted_checkpoint as c; c('{path}', '{path.with_suffix('.safe.pth')}')\" "
-                "and use the new file",
-        )
-    size = path.stat().st_size
-    return KoeError(
-        f"cannot read the checkpoint ({size} bytes): it is truncated or not a PyTorch file "
-        f"({type(exc).__name__}: {text.splitlines()[0][:160] if text else 'no details'})",
+                "and use the new file")
+    return DamagedCheckpoint(
+        f"cannot read the checkpoint ({path.stat().st_size} bytes): it is truncated or not a PyTorch file "
+        f"({_short_reason(exc)})",
         where=str(path),
         fix="copy or download the file again; if training was interrupted while saving, use an older step",
     )
+
+
+_TORCH_BOILERPLATE = ("weights only load failed", "weights_only", "pytorch 2.6", "documentation", "trusted source",
+                      "please file an issue", "do those steps only")
+
+
+def _short_reason(exc: Exception) -> str:
+    """torch's reason without its advice to load with weights_only=False (which could run code)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not any(b in line.lower() for b in _TORCH_BOILERPLATE)]
+    return f"{type(exc).__name__}: {useful[0][:160]}" if useful else type(exc).__name__
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -184,9 +225,80 @@ def _check_plain(value, where: str) -> None:
 
 
 def _torch_save_atomic(data, path: Path) -> None:
-    """torch.save via a temp file in the same folder, fsync, rename (a crash never leaves half a file)."""
-    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as fh:
-        torch.save(data, fh)
+    """torch.save via a temp file in the same folder, fsync, rename (a crash never leaves half a file).
+
+    The file records a CRC-32 per record (torch's option forced on for this save). Raises KoeError when
+    the disk lacks the space (checked before writing) or fills up while writing; the target is untouched.
+    """
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(data, fh)
+
+    crc_before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)
+    try:
+        write_checked(path, write, _tensor_bytes(data) + (1 << 20))
+    finally:
+        torch.serialization.set_crc32_options(crc_before)
+
+
+def write_checked(path: Path, write: Callable[[Path], None], need: int) -> None:
+    """Run `write(tmp)` inside `atomic_path(path, durable=True)` after checking `need` bytes are free.
+
+    Raises KoeError (one line: the reason and what is still safe) for a full disk, before or while writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise _disk_full_error(path, need, free, before=True)
+    try:
+        with atomic_path(path, durable=True) as tmp:
+            write(tmp)
+    except (OSError, RuntimeError) as exc:
+        if _is_disk_full(exc):
+            raise _disk_full_error(path, need, shutil.disk_usage(path.parent).free, before=False) from None
+        raise
+
+
+def _tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size() + 64  # + alignment of each record
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT anywhere in the chain (torch's writer wraps the OSError in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _disk_full_error(path: Path, need: int, free: int, before: bool) -> KoeError:
+    generators = voice_folder.list_checkpoints(path.parent)["G"]
+    steps = sorted(s for s in generators if voice_folder.checkpoint_name(path.name) != ("G", s))
+    safe = (f"the newest complete checkpoint {generators[steps[-1]].name} (step {steps[-1]}) and every older "
+            "file are untouched" if steps else "every file already there is untouched")
+    what = (f"not enough disk space to save {path.name}: it needs about {_mb(need)}, {_mb(free)} are free"
+            if before else f"the disk filled up while saving {path.name} (about {_mb(need)} needed, {_mb(free)} "
+            "free now)")
+    return KoeError(f"{what}; {path.name} was not written and nothing was replaced: {safe}", where=str(path),
+                    fix=f"free space (delete old checkpoints or exports in {path.parent}, lower train.keep_ckpts in "
+                        "config.json, or move the data folder to a larger disk), then run again: training "
+                        "resumes from the newest complete checkpoint")
 
 
 def convert_trusted_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

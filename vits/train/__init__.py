@@ -28,7 +28,8 @@ GradScaler (which also carries the bf16 path) without a per-step host sync; ten 
 
 Modules: `runtime` (device, process group, stop signals), `setup` (networks, data, optimizers, DDP),
 `start` (resume / base model / scratch: the one start-point logic), `step` (one batch), `loop` (the
-Trainer and `train`), `eval_samples` (eval audio and mel images).
+Trainer and `train`), `eval_samples` (eval audio and mel images), `lock` (one run per voice: rank 0 holds
+``Data/<voice>/train.lock``, see `vits.voice_lock`).
 """
 
 from vits.train.eval_samples import EVAL_ITEMS, KEEP_EVAL_DIRS

@@ -2,7 +2,8 @@
 
 This is the one place that decides what comes back on a resume (spec §5.4, docs/training.md):
 
-* weights of G, D, DUR, WD from the newest complete set above step 0 (strict: they must fit the config);
+* weights of G, D, DUR, WD from the newest intact set above step 0 (every file CRC-checked and free of
+  NaN/inf, else the next older set, with a warning naming the bad file; strict: they must fit the config);
 * optimizer state matched by parameter name (``koe_extra.param_names``), so toggling a freeze_* option
   never crashes: parameters new to an optimizer start fresh, and a state that does not fit is dropped
   with a warning instead of stopping the run; Bert-VITS2's own files (no ``koe_step``) skip it when
@@ -23,9 +24,8 @@ import torch
 
 from vits import checkpoints as ckpts
 from vits.config import VoiceConfig
-from vits.errors import KoeError
+from vits.train.plan import RESUME, base_files, plan_start
 from vits.train.setup import Networks
-from vits.voice_folder import list_checkpoints
 
 
 @dataclass
@@ -44,24 +44,34 @@ def find_start(nets: Networks, models_dir: Path, base: Path | None, cfg: VoiceCo
     Logs what it did (one line, plus one per warning). Raises KoeError when a checkpoint does not fit the
     networks, or `base` is a folder without a G file.
     """
-    start = resume(nets, models_dir, cfg, world_size, log, base=base)
-    if start is not None:
-        return start
+    plan = plan_start(models_dir, base)  # the same rule the Train tab shows (vits/train/plan.py)
+    if plan.kind == RESUME:
+        return resume(nets, models_dir, cfg, world_size, log, base=base)
     load_base(nets, models_dir, base, log)
     return StartPoint()
 
 
 def resume(nets: Networks, models_dir: Path, cfg: VoiceConfig, world_size: int, log: Callable[[str], None],
            base: Path | None = None) -> StartPoint | None:
-    """Load the newest complete checkpoint set above step 0. Returns None when there is none.
+    """Load the newest intact checkpoint set above step 0. Returns None when there is none.
 
-    `base` only makes it warn that a given base model is not used.
+    Every file of the set is verified first (CRC-32, NaN/inf: `checkpoints.newest_intact_set`); a newer
+    set with a damaged file is passed over, named in a warning, for the next older one. `base` only makes
+    it warn that a given base model is not used. Raises DamagedCheckpoint when no set is intact.
     """
-    found = ckpts.latest_checkpoints(models_dir)
-    if found is None or found[0] == 0:
+    plan = plan_start(models_dir, None)
+    if plan.kind != RESUME:
         return None
-    step, paths = found
-    ckpt_g = ckpts.read_checkpoint(paths["G"])
+    found = ckpts.newest_intact_set(models_dir, [kind for kind, net in nets.by_kind.items() if net is not None])
+    if found is None:
+        return None
+    paths = found.paths
+    for path, why in found.damaged:
+        log(f"warning: {path} is damaged and was not loaded: {why}")
+    if found.damaged:
+        log(f"warning: loaded the older set {paths['G'].name} (step {found.step}) instead; the damaged files "
+            "are left in models/ (delete them, or restore them from a backup)")
+    ckpt_g = found.checkpoints["G"]
     ckpts.load_weights(nets.by_kind["G"], ckpt_g, kind="G")
     epoch, step = ckpts.checkpoint_epoch_step(ckpt_g, paths["G"])
     extra = ckpt_g.get("koe_extra") or {}
@@ -76,7 +86,7 @@ def resume(nets: Networks, models_dir: Path, cfg: VoiceConfig, world_size: int, 
             notes.append(f"no {kind}_{step}.pth: the {kind} network starts from scratch")
             continue
         else:
-            ckpt = ckpts.read_checkpoint(paths[kind])
+            ckpt = found.checkpoints[kind]
             ckpts.load_weights(net, ckpt, kind=kind)
         if skip_opt:
             continue
@@ -185,27 +195,9 @@ def set_epoch_lr(nets: Networks, cfg: VoiceConfig, epoch: int) -> None:
         sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
-def _base_files(models_dir: Path, base: Path | None) -> tuple[Path, dict[str, Path | None]] | None:
-    """Base model files: `base` (folder or G file), else models/*_0.pth. None when there are none."""
-    if base is None:
-        found = ckpts.latest_checkpoints(models_dir)
-        if found is None:
-            return None
-        return models_dir, found[1]
-    base = Path(base)
-    if base.is_file():
-        step, found = ckpts.checkpoint_step(base), list_checkpoints(base.parent)
-        return base.parent, {k: found[k].get(step) for k in ckpts.KINDS} | {"G": base}
-    found = ckpts.latest_checkpoints(base)
-    if found is None:
-        raise KoeError("no G_*.pth base model in this folder", where=str(base),
-                       fix="put the base model files (G_0.pth, D_0.pth, DUR_0.pth, WD_0.pth) there")
-    return base, found[1]
-
-
 def load_base(nets: Networks, models_dir: Path, base: Path | None, log: Callable[[str], None]) -> None:
     """Fine-tune start: partial-load every base-model file that exists (logged per network and tensor)."""
-    files = _base_files(models_dir, base)
+    files = base_files(models_dir, base)
     if files is None:
         log("no base model: training from scratch")
         return
