@@ -13,10 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from prep.audio import TARGET_RATE, count_clipped, silence_ratio
+from prep.speaker import check_voice
 from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.fileio import read_json, write_json, write_text_atomic
-from vits.lists import CleanedLine, parse_cleaned_line, read_cleaned_lines, read_esd_list, wav_field
+from vits.lists import (
+    CleanedLine,
+    bert_path,
+    parse_cleaned_line,
+    read_cleaned_lines,
+    read_esd_list,
+    wav_field,
+)
 from vits.voice_folder import (
     CONFIG,
     ESD_LIST,
@@ -49,14 +57,14 @@ def sampler_drop_reason(file_bytes: int) -> str | None:
     return None
 
 
-def _read_list(path: Path) -> list[tuple[str, CleanedLine | KoeError]]:
+def _read_list(path: Path, voice_dir: Path) -> list[tuple[str, CleanedLine | KoeError]]:
     """(wav field, parsed line or why it is unusable) per line of a cleaned list; [] when missing."""
     if not path.is_file():
         return []
     out = []
     for where, line in read_cleaned_lines(path):
         try:
-            out.append((wav_field(line), parse_cleaned_line(line, where)))
+            out.append((wav_field(line), parse_cleaned_line(line, where, voice_dir)))
         except KoeError as exc:
             out.append((wav_field(line), exc))
     return out
@@ -89,14 +97,19 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
         if progress:
             progress(i, len(clips), clip)
     speaker_of = dict(clips)
+    try:  # same-speaker check (prep/speaker.py): GE2E similarity of each clip to its speaker
+        outliers, speaker_check = check_voice(voice_dir, [(c, speaker_of[c]) for c in stats], progress=progress and (
+            lambda done, total, wav: progress(done, total, f"speaker check: {wav}")))
+    except KoeError as exc:
+        outliers, speaker_check = [], {"error": str(exc)}
 
     cfg_path = voice_dir / CONFIG
     cfg = VoiceConfig.load(cfg_path) if cfg_path.is_file() else VoiceConfig()
-    lists = {"train": _read_list(voice_dir / cfg.data.training_files),
-             "val": _read_list(voice_dir / cfg.data.validation_files)}
+    lists = {"train": _read_list(voice_dir / cfg.data.training_files, voice_dir),
+             "val": _read_list(voice_dir / cfg.data.validation_files, voice_dir)}
     if not (voice_dir / cfg.data.training_files).is_file():
-        lists["train"] = _read_list(voice_dir / TRAIN_LIST)
-        lists["val"] = _read_list(voice_dir / VAL_LIST)
+        lists["train"] = _read_list(voice_dir / TRAIN_LIST, voice_dir)
+        lists["val"] = _read_list(voice_dir / VAL_LIST, voice_dir)
 
     # Per speaker: all clips in wavs/ and the ones in the training lists.
     speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "minutes": 0.0, "train_clips": 0,
@@ -108,7 +121,7 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
         sp["minutes"] += st["seconds"] / 60
         sp["silence_ratio"] += st["silence_ratio"] * st["seconds"]  # duration-weighted, divided below
         sp["clipped_clips"] += bool(st["clipped"])
-    sampler_drops, text_drops, wrong_format = [], [], []
+    sampler_drops, text_drops, wrong_format, missing_bert = [], [], [], []
     for split, rows in lists.items():
         for wav, row in rows:
             if isinstance(row, KoeError):
@@ -119,6 +132,8 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
             if found is None:
                 sampler_drops.append({"wav": wav, "reason": "file missing"})
                 continue
+            if not bert_path(found[1]).is_file():
+                missing_bert.append({"wav": wav, "fix": "run the features stage (Preprocess → Features)"})
             st = stats.get(found[0])
             if st is None:
                 try:
@@ -197,6 +212,7 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
         "sampler_drops": sampler_drops,
         "loader_text_drops": text_drops,
         "wrong_format": wrong_format,
+        "missing_bert_features": missing_bert,
         "format_fixes": dict(format_fixes),
         "clipping": clipping,
         "mostly_silent": silent,
@@ -210,6 +226,8 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
         "text_notes": text_state.get("notes", {}),
         "text_messages": text_state.get("messages", []),
         "too_little_data": little,
+        "speaker_outliers": [o.to_dict() for o in outliers],
+        "speaker_check": speaker_check,
         "batch_size": cfg.train.batch_size,
         "suggested_batch_size": text_state.get("suggested_batch_size"),
         "sample_rate": TARGET_RATE,
@@ -221,12 +239,15 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
 
 def _clip_problems(r: dict) -> list[dict]:
     """Every per-clip finding as {"wav", "problem"} (wav relative to the voice folder), for review tables."""
-    out = [{"wav": d["wav"], "problem": f"sampler drops it: {d['reason']}"} for d in r["sampler_drops"]]
+    out = [{"wav": d["wav"], "problem": "BERT features missing (.bert.pt)"} for d in r["missing_bert_features"]]
+    out += [{"wav": d["wav"], "problem": f"sampler drops it: {d['reason']}"} for d in r["sampler_drops"]]
     out += [{"wav": d["wav"], "problem": d["reason"]} for d in r["loader_text_drops"]]
     out += [{"wav": d["wav"], "problem": f"wrong format ({d['format']})"} for d in r["wrong_format"]]
     out += [{"wav": d["clip"], "problem": f"clipping ({d['clipped_samples']} samples)"} for d in r["clipping"]]
     out += [{"wav": d["clip"], "problem": f"{d['silence_ratio']:.0%} silence"} for d in r["mostly_silent"]]
     out += [{"wav": d["clip"], "problem": f"unreadable: {d['reason']}"} for d in r["unreadable_clips"]]
+    out += [{"wav": d["wav"], "problem": f"{d['flag']} similarity {d['score']:.2f} to {d['speaker']} (its clips: "
+                                         f"above {d['threshold']:.2f}); listen"} for d in r["speaker_outliers"]]
     out += [{"wav": d["wav"], "problem": f"left out after transcription: {', '.join(d['flags'])}"}
             for d in r["transcription_flagged"]]
     out += [{"wav": d["wav"], "problem": f"esd.list line {d['line_no']}: {d['kind']}: {d['reason']}"}
@@ -256,6 +277,8 @@ def _headline(r: dict) -> list[str]:
     for key, what in (("sampler_drops", "clips the bucket sampler will drop"),
                       ("loader_text_drops", "lines the loader will skip for their text length"),
                       ("wrong_format", "clips not 44.1 kHz mono 16-bit"),
+                      ("missing_bert_features", "list lines without BERT features (.bert.pt): training fails "
+                                                "on them; run the features stage"),
                       ("unreadable_clips", "unreadable clips"),
                       ("ingest_rejected", "files refused at ingest"),
                       ("source_problems", "source files that gave no clips"),
@@ -265,6 +288,10 @@ def _headline(r: dict) -> list[str]:
                       ("too_little_data", "speakers with too little data")):
         if r[key]:
             out.append(f"{len(r[key])} {what}")
+    for flag, n in Counter(d["flag"] for d in r["speaker_outliers"]).items():
+        out.append(f"{flag} {n} clip{'s' * (n != 1)}, listen (similarity below their speaker's; see below)")
+    if r["speaker_check"].get("error"):
+        out.append(f"same-speaker check not run: {r['speaker_check']['error']}")
     return out
 
 
@@ -297,6 +324,7 @@ def format_report(r: dict) -> str:
     section("Clips the bucket sampler drops (spec §10.2)", r["sampler_drops"], lambda x: f"{x['wav']}: {x['reason']}")
     section("Lines the loader skips", r["loader_text_drops"], lambda x: f"{x['wav']}: {x['reason']}")
     section("Clips in the wrong format", r["wrong_format"], lambda x: f"{x['wav']}: {x['format']} -> {x['fix']}")
+    section("Lines without BERT features", r["missing_bert_features"], lambda x: f"{x['wav']}: {x['fix']}")
     section("Format fixes applied", list(r["format_fixes"].items()), lambda x: f"{x[0]}: {x[1]} files")
     section("Clips with clipping", r["clipping"], lambda x: f"{x['clip']}: {x['clipped_samples']} samples")
     section("Mostly silent clips", r["mostly_silent"], lambda x: f"{x['clip']}: {x['silence_ratio']:.0%} silence")
@@ -310,6 +338,8 @@ def format_report(r: dict) -> str:
             lambda x: f"line {x['line_no']} {x['wav']}: {x['kind']}: {x['reason']}")
     section("Lines partly converted", list(r["text_notes"].items()), lambda x: f"{x[0]}: {'; '.join(x[1])}")
     section("Text stage notes", r["text_messages"], str)
+    section("Clips that may be another speaker (GE2E similarity to their speaker; listen, nothing was dropped)",
+            r["speaker_outliers"], lambda x: f"{x['wav']}: {x['flag']} {x['score']:.2f} < {x['threshold']:.2f}")
     section("Speakers with too little data", r["too_little_data"],
             lambda x: f"{x['speaker']}: {x['clips']} clips, {x['minutes']} min ({x['why']})")
     return "\n".join(lines) + "\n"
