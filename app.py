@@ -25,9 +25,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from server.mount import port_busy
+
+    # Before the studio loads anything: a busy port is one line, not a traceback a minute later.
+    if args.port and (busy := port_busy(args.host or "127.0.0.1", args.port)):
+        print(f"error: {busy}", file=sys.stderr)
+        return 1
     from studio.app import launch
 
-    return launch(args)
+    try:
+        return launch(args)
+    except OSError as exc:  # Gradio: "Cannot find empty port in range: 7860-7860 ..." and a traceback
+        import re
+
+        found = re.search(r"range: (\d+)-", str(exc))
+        busy = port_busy(args.host or "127.0.0.1", int(found.group(1))) if found else None
+        if busy is None:
+            raise
+        print(f"error: {busy}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Writes 44.1 kHz mono 16-bit clips to wavs/<speaker>/<file>_0001.wav. Long speech without a pause is
 cut at its quietest point. Clips are kept at most 11.6 s unless --no-sampler-cap: the training
-sampler drops longer ones. Running it again only slices new or changed recordings.
+sampler drops longer ones. Recordings are read in blocks, so memory does not grow with their length.
+Running it again only slices new or changed recordings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from pipeline import cli
-from prep.slicing import SliceOptions, slice_voice
+from prep.slicing import SliceOptions, slice_summary, slice_voice
 from vits.errors import KoeError
 from vits.voice_folder import RAW
 
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if clips == 0:
             raise KoeError("no clips came out of the recordings", where=str(voice / RAW),
                            fix="check the recordings contain speech (see the warnings above)")
-        cli.finish("slice", f"{clips} clips from {len(manifest) - len(failed)} recordings; "
-                            f"{len(failed)} gave none", clips=clips, failed=len(failed))
+        cli.finish("slice", slice_summary(manifest), clips=clips, failed=len(failed))
         return 0
 
     return cli.run("slice", body)

@@ -3,7 +3,10 @@
 Plan per file: VAD speech regions -> split regions longer than the maximum at their quietest point
 -> merge neighbours across short pauses while the clip fits -> drop pieces shorter than the minimum
 (reported) -> add margins. Clips are written as 44.1 kHz mono 16-bit WAV to wavs/<speaker>/.
-`slices.json` records, per raw file, its size/mtime and clips, so re-runs skip finished files.
+Each file is read twice in blocks (detection at 16 kHz, then cutting at 44.1 kHz), so memory does not
+grow with a recording's length.
+`slices.json` records, per raw file, its size/mtime and clips, so re-runs skip finished files. A raw file
+with a cleaned copy in clean/ (python -m pipeline.clean) is sliced from that copy.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ from prep.audio import (
     count_clipped,
     frame_rms_db,
     is_audio_file,
-    load_audio,
-    resample,
+    iter_audio,
+    probe_audio,
     write_wav16,
 )
 from vits.errors import KoeError
 from vits.fileio import read_json, write_json
 from vits.lists import bert_path, spec_path
-from vits.voice_folder import RAW, SLICES, WAVS, clip_stem, file_stamp, speaker_for
+from vits.voice_folder import RAW, SLICES, WAVS, clean_path, clip_stem, file_stamp, speaker_for
 
 VAD_RATE = 16000
 VAD_WINDOW = 512  # samples at 16 kHz per silero-vad decision (32 ms)
 # Longest clip the bucket sampler keeps (spec §10.2: file bytes // 1024 <= 1000, 44-byte WAV header).
 SAMPLER_MAX_SECONDS = (1000 * 1024 - 44) // 2 / TARGET_RATE  # 11.61 s, with a sample of slack for rounding
+_LEVEL_FRAME, _LEVEL_HOP = 400, 160  # 25 ms frames every 10 ms at 16 kHz, for finding quiet points
 
 
 @dataclass
@@ -97,19 +101,69 @@ def load_vad():
 
 def speech_probabilities(audio16k: np.ndarray, model=None) -> np.ndarray:
     """silero-vad speech probability for every 512-sample (32 ms) window of 16 kHz audio."""
-    import torch
-
     model = model or load_vad()
     n = -(-len(audio16k) // VAD_WINDOW)
     padded = np.zeros(n * VAD_WINDOW, dtype=np.float32)
     padded[: len(audio16k)] = audio16k
-    chunks = torch.from_numpy(padded).view(n, VAD_WINDOW)
     model.reset_states()
+    return _vad_windows(model, padded)
+
+
+def _vad_windows(model, samples: np.ndarray) -> np.ndarray:
+    """Probabilities of whole 512-sample windows, continuing the model's state (windows must go in order)."""
+    import torch
+
+    n = len(samples) // VAD_WINDOW
+    chunks = torch.from_numpy(np.ascontiguousarray(samples[: n * VAD_WINDOW])).view(n, VAD_WINDOW)
     out = np.empty(n, dtype=np.float32)
     with torch.inference_mode():
-        for i in range(n):  # the model is stateful: windows must go in order
+        for i in range(n):
             out[i] = model(chunks[i:i + 1], VAD_RATE).item()
     return out
+
+
+class SpeechScan:
+    """VAD probabilities and 10 ms levels of a 16 kHz stream fed block by block (memory: one block).
+
+    Gives the same numbers as `speech_probabilities` and `frame_rms_db(audio, 400, 160)` over the whole
+    signal; what it keeps grows by 4 bytes per 32 ms and 8 bytes per 10 ms (about 3 MB per hour).
+    """
+
+    def __init__(self, model=None):
+        self.model = model or load_vad()
+        self.model.reset_states()
+        self.length = 0
+        self._vad = np.zeros(0, dtype=np.float32)
+        self._lvl = np.zeros(0, dtype=np.float32)
+        self._probs: list[np.ndarray] = []
+        self._levels: list[np.ndarray] = []
+
+    def feed(self, audio16k: np.ndarray) -> None:
+        audio16k = np.asarray(audio16k, dtype=np.float32)
+        self.length += len(audio16k)
+        self._vad = np.concatenate([self._vad, audio16k])
+        whole = len(self._vad) // VAD_WINDOW * VAD_WINDOW
+        if whole:
+            self._probs.append(_vad_windows(self.model, self._vad[:whole]))
+            self._vad = self._vad[whole:].copy()
+        self._lvl = np.concatenate([self._lvl, audio16k])
+        if len(self._lvl) >= _LEVEL_FRAME:
+            n = 1 + (len(self._lvl) - _LEVEL_FRAME) // _LEVEL_HOP
+            frames = np.lib.stride_tricks.sliding_window_view(self._lvl, _LEVEL_FRAME)[::_LEVEL_HOP][:n]
+            rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+            self._levels.append(20 * np.log10(np.maximum(rms, 1e-6)))
+            self._lvl = self._lvl[n * _LEVEL_HOP:].copy()
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(window probabilities, 10 ms levels in dBFS); the last partial window is zero-padded."""
+        if len(self._vad):
+            padded = np.zeros(VAD_WINDOW, dtype=np.float32)
+            padded[: len(self._vad)] = self._vad
+            self._probs.append(_vad_windows(self.model, padded))
+            self._vad = self._vad[:0]
+        probs = np.concatenate(self._probs) if self._probs else np.zeros(0, dtype=np.float32)
+        levels = np.concatenate(self._levels) if self.length >= _LEVEL_FRAME else np.zeros(1)
+        return probs, levels
 
 
 def speech_regions(probs: np.ndarray, opts: SliceOptions) -> list[tuple[float, float]]:
@@ -209,10 +263,13 @@ def plan_clips(audio16k: np.ndarray, probs: np.ndarray, opts: SliceOptions):
 
     Returns: (clips [(start_s, end_s)], dropped [(start_s, end_s)] of speech too short to keep).
     """
-    duration = len(audio16k) / VAD_RATE
-    hop = 160  # 10 ms frames at 16 kHz for finding quiet points
-    levels = frame_rms_db(audio16k, 400, hop) if len(audio16k) >= 400 else np.zeros(1)
-    regions = split_long(speech_regions(probs, opts), levels, hop / VAD_RATE, opts)
+    levels = frame_rms_db(audio16k, _LEVEL_FRAME, _LEVEL_HOP) if len(audio16k) >= _LEVEL_FRAME else np.zeros(1)
+    return plan_from_levels(probs, levels, len(audio16k) / VAD_RATE, opts)
+
+
+def plan_from_levels(probs: np.ndarray, levels: np.ndarray, duration: float, opts: SliceOptions):
+    """`plan_clips` from a file's VAD probabilities and 10 ms levels (what `SpeechScan` gives) and length."""
+    regions = split_long(speech_regions(probs, opts), levels, _LEVEL_HOP / VAD_RATE, opts)
     grouped = group_regions(regions, opts)
     keep = [c for c in grouped if c[1] - c[0] >= opts.min_seconds - 2 * opts.margin]
     dropped = [c for c in grouped if c[1] - c[0] < opts.min_seconds - 2 * opts.margin]
@@ -224,34 +281,69 @@ def plan_clips(audio16k: np.ndarray, probs: np.ndarray, opts: SliceOptions):
 
 
 def slice_file(path: Path, out_dir: Path, stem: str, opts: SliceOptions, voice_dir: Path) -> FileSlices:
-    """Slice one source file into `out_dir/<stem>_0001.wav`, ... Errors become `FileSlices.error`."""
+    """Slice one source file into `out_dir/<stem>_0001.wav`, ... Errors become `FileSlices.error`.
+
+    Two streaming passes (detect at 16 kHz, then cut at 44.1 kHz), so memory does not grow with the
+    file's length: a 1-hour recording is read in blocks of `prep.audio.BLOCK_FRAMES` samples.
+    """
     result = FileSlices(source=str(path))
     try:
-        audio, rate, info = load_audio(path, mono=True)
+        info = probe_audio(path)
+        scan = SpeechScan()
+        for block in iter_audio(path, VAD_RATE, quality="HQ", info=info):  # for detection only
+            scan.feed(block)
+        probs, levels = scan.finish()
     except KoeError as exc:
         result.error = exc.problem
         return result
     result.info = info.to_dict() | {"fixes": info.format_fixes()}
-    duration = len(audio) / rate
+    duration = info.frames / info.sample_rate
     if duration < opts.min_seconds:
         result.error = f"too short ({duration:.2f} s; clips must be at least {opts.min_seconds:g} s)"
         return result
-    audio16k = resample(audio, rate, VAD_RATE, quality="HQ")  # for detection only
-    probs = speech_probabilities(audio16k)
-    clips, dropped = plan_clips(audio16k, probs, opts)
+    clips, dropped = plan_from_levels(probs, levels, scan.length / VAD_RATE, opts)
     result.dropped = [f"{s:.2f}-{e:.2f} s: speech too short ({e - s:.2f} s)" for s, e in dropped]
     if not clips:
         result.error = "no usable speech found" + (f" (only short bits: {len(dropped)})" if dropped else "")
         return result
-    audio44 = resample(audio, rate, TARGET_RATE) if rate != TARGET_RATE else audio
-    for n, (s, e) in enumerate(clips, 1):
-        piece = audio44[int(round(s * TARGET_RATE)): int(round(e * TARGET_RATE))]
-        target = out_dir / f"{stem}_{n:04d}.wav"
+    ranges = [(int(round(s * TARGET_RATE)), int(round(e * TARGET_RATE))) for s, e in clips]
+
+    def write(n: int, piece: np.ndarray) -> None:
+        target = out_dir / f"{stem}_{n + 1:04d}.wav"
         result.clipped_samples += count_clipped(piece)
         write_wav16(target, piece, TARGET_RATE)
         result.clips.append(target.relative_to(voice_dir).as_posix())
         result.durations.append(round(len(piece) / TARGET_RATE, 3))
+
+    try:
+        cut_ranges(iter_audio(path, TARGET_RATE, info=probe_audio(path)), ranges, write)
+    except KoeError as exc:
+        result.error = exc.problem
     return result
+
+
+def cut_ranges(blocks, ranges: list[tuple[int, int]], write: Callable[[int, np.ndarray], None]) -> None:
+    """Call `write(i, samples)` for each [start, end) sample range of a block stream, in order.
+
+    Ranges are sorted and do not overlap (`plan_clips` guarantees it); only the open ranges are buffered.
+    A range running past the end of the stream gets the samples there are, as slicing an array would.
+    """
+    pending: dict[int, list[np.ndarray]] = {}
+    first, pos = 0, 0
+    for block in blocks:
+        end = pos + len(block)
+        k = first
+        while k < len(ranges) and ranges[k][0] < end:
+            a, b = ranges[k]
+            if b > pos:
+                pending.setdefault(k, []).append(block[max(a - pos, 0): min(b, end) - pos])
+            k += 1
+        while first < len(ranges) and ranges[first][1] <= end:
+            write(first, np.concatenate(pending.pop(first, [np.zeros(0, np.float32)])))
+            first += 1
+        pos = end
+    for k in range(first, len(ranges)):
+        write(k, np.concatenate(pending.pop(k, [np.zeros(0, np.float32)])))
 
 
 def raw_sources(voice_dir: Path) -> list[tuple[Path, str]]:
@@ -317,12 +409,14 @@ def slice_voice(voice_dir: str | os.PathLike, opts: SliceOptions | None = None, 
     for p, spk in sources:
         key = p.relative_to(voice_dir).as_posix()
         old = previous.get(key)
-        done = (not force and old and old.get("stamp") == file_stamp(p) and old.get("options") == vars(opts)
+        cleaned = clean_path(voice_dir, p)  # python -m pipeline.clean's copy, when there is one
+        src = cleaned if cleaned.is_file() else p
+        done = (not force and old and old.get("stamp") == file_stamp(src) and old.get("options") == vars(opts)
                 and all((voice_dir / c).is_file() for c in old.get("clips", [])))
         if not done:
             if old:  # a re-slice may give fewer clips: stale ones (and their features) must not linger
                 _remove_clips(voice_dir, old.get("clips", []))
-            todo.append((key, spk, (p, voice_dir / WAVS / spk, stems[p], opts, voice_dir)))
+            todo.append((key, spk, (src, voice_dir / WAVS / spk, stems[p], opts, voice_dir)))
     total, finished = len(sources), len(sources) - len(todo)
     if progress:
         progress(finished, total, "")
@@ -352,6 +446,19 @@ def slice_voice(voice_dir: str | os.PathLike, opts: SliceOptions | None = None, 
     if not manifest_path.exists():
         write_json(manifest_path, manifest)
     return manifest
+
+
+def slice_summary(manifest: dict, shown: int = 5) -> str:
+    """The closing line of a slice run, from its slices.json manifest: "89 clips from 10 recordings; 2 gave
+    none: a.wav, b.wav" (recordings named relative to raw/, the first `shown` of them, then "… N more")."""
+    clips = sum(len(entry.get("clips") or []) for entry in manifest.values())
+    none = [key[len(RAW) + 1:] if key.startswith(f"{RAW}/") else key
+            for key, entry in sorted(manifest.items()) if not entry.get("clips")]
+    text = f"{clips} clips from {len(manifest)} recordings"
+    if none:
+        more = f", … {len(none) - shown} more" if len(none) > shown else ""
+        text += f"; {len(none)} gave none: {', '.join(none[:shown])}{more}"
+    return text
 
 
 def _init_worker():

@@ -10,6 +10,7 @@ Re-running only transcribes clips that are in neither file.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -101,12 +102,28 @@ def load_whisper(model: str, device: str = "auto", download_root: str | None = N
 
     device = resolve_device(device)
     check_model_spec(model)
+    from prep.download import one_line_reason, whisper_fix
+
+    named = model in whisper.available_models()
+    root = Path(download_root or Path.home() / ".cache" / "whisper")
     try:
+        local = root / f"{model}.pt"
+        if named and local.is_file():
+            # By path: openai-whisper would check a converted hub checkpoint against OpenAI's SHA256 and download.
+            loaded = whisper.load_model(str(local), device=device)
+            try:
+                loaded.set_alignment_heads(whisper._ALIGNMENT_HEADS[model])
+            except (ValueError, RuntimeError):  # a checkpoint of another size under this name: default heads
+                pass
+            return loaded
         return whisper.load_model(model, device=device, download_root=download_root)
-    except (RuntimeError, OSError, KeyError, ValueError) as exc:
-        raise KoeError(f"cannot load Whisper model ({exc})", where=model,
-                       fix="check the file, or download it first: python -m pipeline.download whisper "
-                           "(config.yml hub.endpoint sets a mirror)") from None
+    except (RuntimeError, OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        if named and not (root / f"{model}.pt").is_file():
+            raise KoeError(f"Whisper {model} is not downloaded and the download failed ({one_line_reason(exc)})",
+                           where=str(root), fix=whisper_fix(model, root)) from None
+        raise KoeError(f"cannot load Whisper model ({one_line_reason(exc)})", where=model,
+                       fix="the file is damaged or not a Whisper checkpoint: delete it and download it again "
+                           "(python -m pipeline.download whisper) or pick another .pt file") from None
 
 
 def to_simplified(text: str) -> str:
@@ -196,13 +213,17 @@ def _meta_key_set(meta: dict) -> set[str]:
 
 
 def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | None = None, *, force: bool = False,
-                     model=None, progress: Callable[[int, int, str], None] | None = None) -> dict:
+                     model=None, progress: Callable[[int, int, str], None] | None = None,
+                     only: list[str] | None = None) -> dict:
     """Transcribe the clips of a voice that esd.list/esd.meta.json do not cover yet.
 
     Takes: voice folder; options; `force` re-transcribes every clip (esd.list is backed up first);
-    an already loaded whisper `model` (else loaded from opts.model); progress(done, total, item).
-    Returns: {"transcribed": n, "skipped": n, "excluded": [(wav, flags)], "failed": [(wav, reason)],
-    "backup": path or None}. Raises KoeError when wavs/ is empty or the model cannot be loaded.
+    an already loaded whisper `model` (else loaded from opts.model); progress(done, total, item);
+    `only`: re-transcribe just these clips (wav paths as in esd.list), whatever was there before.
+    With `opts.keep_flagged`, clips an earlier run left out are put back into esd.list without decoding
+    them again. Returns: {"transcribed": n, "skipped": n, "kept": n, "excluded": [(wav, flags)],
+    "failed": [(wav, reason)], "backup": path or None}. Raises KoeError when wavs/ is empty, a clip of
+    `only` is not in wavs/, or the model cannot be loaded.
     """
     voice_dir = Path(voice_dir)
     opts = opts or TranscribeOptions()
@@ -220,20 +241,23 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
     meta = read_json(meta_path, {})
     meta.setdefault("clips", {})
     clip_paths = {c for c, _ in clips}
-    if force:
-        keep_lines = [ln for ln in raw_lines if wav_field(ln) not in clip_paths]
-        meta["clips"] = {}
-    else:
-        keep_lines = list(raw_lines)
-    listed = {e.wav for e in entries} if not force else set()
+    redo = set(clip_paths if force else only or ())
+    if unknown := sorted(redo - clip_paths):
+        raise KoeError(f"no such clip in {WAVS}/: {', '.join(unknown[:3])}", where=str(voice_dir),
+                       fix="give the wav path as the review table shows it, e.g. wavs/spk/clip_0001.wav")
+    keep_lines = [ln for ln in raw_lines if wav_field(ln) not in redo]
+    for wav in redo:
+        meta["clips"].pop(wav, None)
+    listed = {e.wav for e in entries} - redo
+    kept = _put_back_flagged(meta, listed, clip_paths, keep_lines) if opts.keep_flagged else 0
     todo = [(c, s) for c, s in clips if c not in listed and c not in _meta_key_set(meta)]
-    summary = {"transcribed": 0, "skipped": len(clips) - len(todo), "excluded": [], "failed": [], "backup": None,
-               "problems": [str(p) for p in problems]}
+    summary = {"transcribed": 0, "skipped": len(clips) - len(todo), "kept": kept, "excluded": [], "failed": [],
+               "backup": None, "problems": [str(p) for p in problems]}
     total = len(clips)
     if progress:
         progress(summary["skipped"], total, "")
     if not todo:
-        if force or not esd_path.exists():
+        if redo or kept or not esd_path.exists():
             summary["backup"] = _save(esd_path, keep_lines, meta_path, meta, backup=True)
         return summary
     if model is None:
@@ -280,6 +304,21 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
         if progress:
             progress(done, total, batch[-1][0])
     return summary
+
+
+def _put_back_flagged(meta: dict, listed: set[str], clip_paths: set[str], lines: list[str]) -> int:
+    """Append the clips an earlier run left out (still in wavs/) to `lines`; mark them kept in `meta`."""
+    kept = 0
+    for wav, item in meta["clips"].items():
+        if not isinstance(item, dict) or not item.get("excluded") or wav in listed or wav not in clip_paths:
+            continue
+        text = clean_transcript(str(item.get("text") or ""))
+        if not text:
+            continue  # nothing to keep: an empty result stays out until it is typed in the review table
+        lines.append(f"{wav}|{item.get('speaker', '')}|{item.get('language', '')}|{text}")
+        item["excluded"] = False
+        kept += 1
+    return kept
 
 
 def _save(esd_path: Path, lines: list[str], meta_path: Path, meta: dict, backup: bool) -> str | None:

@@ -26,15 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from settings import REPO_ROOT, Settings
+from studio.hints import error_line, failure_hint  # noqa: F401 - failure_hint is part of this module's API
 from vits.config import write_text_atomic
 from vits.errors import KoeError
 from vits.progress import parse_progress
 from vits.voice_folder import LOGS
+from vits.voice_lock import busy_error, lock_holder, pid_alive, proc_start
 
 RUNNING, FINISHED, FAILED, CANCELLED = "running", "finished", "failed", "cancelled"
 TAIL_LINES = 40
 # Bytes read back from the end of a log when attaching to it, to find the newest progress line.
 _ATTACH_WINDOW = 256 * 1024
+# The words that mark the studio header's re-attached note (`JobRunner.reattach_note`).
+REATTACHED = "job running: re-attached"
 
 
 @dataclass
@@ -91,37 +95,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
-def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against a recycled pid), or None where /proc is absent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 2 (comm) may hold spaces; everything after the last ')' is space separated.
-    rest = stat.rsplit(")", 1)[1].split()
-    return rest[19] if len(rest) > 19 else None
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _pid_alive(pid: int, proc_start: str | None) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if _proc_state(pid) in {"Z", "X"}:
-        return False
-    return proc_start is None or _proc_start_time(pid) in {None, proc_start}
+def _pid_alive(pid: int, started: str | None) -> bool:
+    """`pid` is alive and (when its start time was recorded) still the process the studio started."""
+    return bool(pid_alive(pid)) and (started is None or proc_start(pid) in {None, started})
 
 
 def _group_alive(pgid: int) -> bool:
@@ -161,59 +137,6 @@ def read_tail(path: str | Path, n: int = TAIL_LINES) -> list[str]:
         return []
     lines = data.decode("utf-8", errors="replace").replace("\r", "\n").splitlines()
     return [line for line in lines if line.strip()][-n:]
-
-
-def failure_hint(lines: list[str], settings: Settings | None = None) -> str | None:
-    """A plain-words hint for a known failure found in the log `lines`, or None.
-
-    Takes the last lines of a job log (and the settings, to name the model folders); returns a hint.
-    """
-    text = "\n".join(lines)
-
-    def folder(path, default):
-        return str(path) if path else default
-
-    bert = ", ".join(f"{k}: {v}" for k, v in (settings.bert.items() if settings else []))
-    rules = [
-        (r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory|HIP out of memory",
-         "The GPU ran out of memory: lower the batch size in the Train tab (halve it) or turn on bf16, "
-         "then Resume."),
-        (r"DefaultCPUAllocator: can't allocate memory|\bMemoryError\b|Cannot allocate memory",
-         "The machine ran out of RAM: lower the batch size (or the number of GPUs/workers)."),
-        (r"(bert|roberta|deberta)[^\n]*(not found|missing|does not exist|no such file|is not a folder)|"
-         r"(not found|missing)[^\n]*(bert|roberta|deberta)",
-         "A BERT model folder is missing: put the three BERT models where config.yml says "
-         f"({bert or 'models/bert/<name>'}), press 'Download BERT + WavLM' in the Train tab, or run "
-         "python -m pipeline.download bert."),
-        (r"wavlm[^\n]*(not found|missing|does not exist|no such file)|(not found|missing)[^\n]*wavlm",
-         "The WavLM model folder is missing: put microsoft/wavlm-base-plus at "
-         f"{folder(settings.wavlm if settings else None, 'models/slm/wavlm-base-plus')} "
-         "press 'Download BERT + WavLM' in the Train tab, or run python -m pipeline.download wavlm."),
-        (r"base model[^\n]*(not found|missing|does not exist)|(not found|missing)[^\n]*base model",
-         "The base model is missing: press 'Download base model' in the Train tab (a mirror can be chosen), "
-         "run python -m pipeline.download base, or put "
-         f"G_0.pth/D_0.pth/DUR_0.pth/WD_0.pth in "
-         f"{folder(settings.base_model_folder if settings else None, 'models/base/bert-vits2-2.3')}."),
-        (r"whisper[^\n]*(not found|missing|does not exist)",
-         "The Whisper model is missing: put the .pt file in "
-         f"{folder(settings.whisper_root if settings else None, 'models/whisper')}, run "
-         "python -m pipeline.download whisper, or pick a smaller model."),
-        (r"No space left on device",
-         "The disk is full: delete old checkpoints in Data/<voice>/models or move Data to a larger disk "
-         "(--root)."),
-        (r"Address already in use|EADDRINUSE",
-         "The torchrun port is busy: another training is running; stop it first."),
-        (r"ModuleNotFoundError: No module named '([\w.]+)'",
-         "A Python package is missing: run `bash scripts/setup.sh` again."),
-    ]
-    for pattern, hint in rules:
-        if re.search(pattern, text, re.IGNORECASE):
-            return hint
-    # Our own errors end with "→ fix": show the newest one.
-    for line in reversed(lines):
-        if "→" in line:
-            return line.split("→", 1)[1].strip()
-    return None
 
 
 class JobRunner:
@@ -263,8 +186,11 @@ class JobRunner:
             if voice is not None:
                 same = [j for j in busy if j.voice == voice]
                 if same and not allow_parallel:
-                    raise KoeError(f"voice {voice!r} is busy with {same[0].stage} ({same[0].id})",
+                    doing = "busy: already training" if same[0].stage == "train" else f"busy with {same[0].stage}"
+                    raise KoeError(f"voice {voice!r} is {doing} ({same[0].id})",
                                    fix="wait for it to finish or stop it first")
+                if stage == "train" and (holder := lock_holder(self.settings.voice_dir(voice))) is not None:
+                    raise busy_error(self.settings.voice_dir(voice), holder)  # a run outside the studio
             if gpu and not allow_parallel:
                 gpu_jobs = [j for j in busy if j.gpu]
                 if gpu_jobs:
@@ -296,7 +222,7 @@ class JobRunner:
                     raise KoeError(f"could not start {stage}: {exc}", where=command[0]) from None
             job.pid = proc.pid
             job.pgid = proc.pid  # start_new_session makes the wrapper its group's leader
-            job.proc_start = _proc_start_time(proc.pid)
+            job.proc_start = proc_start(proc.pid)
             self._procs[job.id] = proc
             self._jobs[job.id] = job
             self._save(job)
@@ -342,6 +268,20 @@ class JobRunner:
         """Jobs still running (re-attached ones included)."""
         return [j for j in self.jobs(voice) if j.status == RUNNING]
 
+    def reattach_note(self) -> str:
+        """The header note of a (re)loaded page: "⏳ `<voice>` has a <stage> job running: re-attached." while a
+        voice's job runs (one a restarted studio found on disk included); "" when none runs."""
+        running = [j for j in self.running() if j.voice]
+        return f"⏳ `{running[0].voice}` has a {running[0].stage} {REATTACHED}." if running else ""
+
+    def note_update(self, shown: str | None) -> str | None:
+        """On a timer tick: the header text to show instead of `shown`, or None to leave it. Only a re-attached
+        note is redone (so it goes once its job has ended); any other text (the user's last action) stays."""
+        if not shown or REATTACHED not in shown:
+            return None
+        now = self.reattach_note()
+        return None if now == shown else now
+
     def get(self, job_id: str) -> Job:
         """The job `job_id`, refreshed. Raises KoeError if unknown."""
         with self._lock:
@@ -381,7 +321,7 @@ class JobRunner:
             code = self._read_exit(job)
             job.exit_code = code
             job.end_time = time.time()
-            job.tail = read_tail(job.log_path)
+            job.tail = self.tail(job)  # without progress lines: the user reads what went wrong
             if job.cancel_time:
                 job.status = CANCELLED
                 job.error = "stopped by the user"
@@ -517,7 +457,8 @@ class JobRunner:
         return lines[-n:]
 
     def status_text(self, job: Job | None) -> str:
-        """Markdown describing a job for the UI: status, progress, and for failures the tail and a hint."""
+        """Markdown describing a job for the UI: status, progress or its result, and for failures the error
+        line first, a hint, and the last log lines (progress lines left out)."""
         if job is None:
             return "No job yet."
         job = self.refresh(job)
@@ -526,10 +467,15 @@ class JobRunner:
         prog = self.progress(job)
         if prog and job.status == RUNNING:
             text += "\n\n" + format_progress_text(prog)
+        elif prog and job.status == FINISHED and prog.get("message"):
+            # The stage's closing line ("89 clips from 10 recordings", "0 transcribed, 89 already done").
+            text += f"\n\nResult: {_md(str(prog['message']))}"
         if job.status == FAILED:
+            tail = [line for line in (job.tail or self.tail(job)) if parse_progress(line) is None]
+            if error := error_line(tail):
+                text += f"\n\n**Error:** {_md(error)}"
             if job.hint:
                 text += f"\n\n**Hint:** {_md(job.hint)}"
-            tail = job.tail or self.tail(job)
             text += "\n\nLast log lines:\n```\n" + "\n".join(tail[-TAIL_LINES:]) + "\n```"
         return text
 

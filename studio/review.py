@@ -1,5 +1,9 @@
 """The review table of a voice's clips: read esd.list, flag doubtful clips, save edits atomically.
 
+The table also shows the clips transcription left out of esd.list (flagged, kept in esd.meta.json), first.
+Saving a row the user changed (text, speaker, language, or the flag cell emptied) keeps the clip and clears
+its flags in esd.meta.json; a left-out row saved unchanged stays out.
+
 esd.list lines are ``wav|speaker|LANG|text`` with the wav path relative to the voice folder; the line format
 is `vits.lists`'s (one parser, one language alias table). Saving writes a timestamped backup of the previous
 file first (``backups/esd.list.<UTC time>.bak``, as every stage does), then replaces the file atomically.
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vits.errors import KoeError
-from vits.fileio import read_json
+from vits.fileio import read_json, write_json
 from vits.lists import (
     LANGUAGES,
     EsdEntry,
@@ -27,6 +31,9 @@ from vits.lists import (
 from vits.voice_folder import ESD_LIST, ESD_META, REPORT_JSON, TRASH
 
 COLUMNS = ["flag", "wav", "speaker", "language", "text"]
+# Share of the table's width per column: the flag column must not squeeze the text.
+COLUMN_WIDTHS = ["16%", "20%", "10%", "8%", "46%"]
+LEFT_OUT = "left out of esd.list"
 # Below this Whisper confidence a clip is shown at the top of the table.
 LOW_CONFIDENCE = 0.6
 
@@ -41,6 +48,7 @@ class Clip:
     text: str
     flags: list[str] = field(default_factory=list)
     confidence: float | None = None
+    excluded: bool = False  # transcription left it out of esd.list (only in esd.meta.json)
 
     def line(self) -> str:
         return f"{self.wav}|{self.speaker}|{self.language}|{self.text}"
@@ -57,7 +65,7 @@ def read_esd(path: str | Path) -> list[Clip]:
         return []
     clips = []
     for number, raw in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
-        item = parse_esd_line(raw, number)
+        item = parse_esd_line(raw, number, path.parent)
         if item is None:
             continue
         if isinstance(item, EsdEntry):
@@ -161,21 +169,39 @@ def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]
     return found
 
 
+def _meta_clips(voice_dir: Path) -> dict:
+    meta = read_json(voice_dir / ESD_META, None)
+    clips = meta.get("clips") if isinstance(meta, dict) else None
+    return clips if isinstance(clips, dict) else {}
+
+
 def table(voice_dir: str | Path) -> list[Clip]:
-    """The clips of a voice with their flags, doubtful ones first (then in esd.list order)."""
+    """The clips of a voice with their flags: those transcription left out of esd.list first (while their
+    audio is in wavs/), then doubtful ones, then the rest in esd.list order."""
     voice_dir = Path(voice_dir)
     clips = read_esd(voice_dir / ESD_LIST)
+    listed = {c.wav for c in clips}
+    meta = _meta_clips(voice_dir)
+    left_out = [Clip(wav, str(item.get("speaker", "")), str(item.get("language", "")), str(item.get("text", "")),
+                     excluded=True)
+                for wav, item in meta.items()
+                if isinstance(item, dict) and item.get("excluded") and wav not in listed
+                and (voice_dir / wav).is_file()]
     flags = load_flags(voice_dir)
-    for clip in clips:
+    for clip in left_out + clips:
         conf, reasons = flags.get(clip.wav, (None, []))
+        if (meta.get(clip.wav) or {}).get("reviewed"):
+            conf, reasons = None, []  # the user checked this clip: Whisper's doubts no longer apply
         clip.confidence = conf
         clip.flags = clip.flags + list(reasons)
         if conf is not None and conf < LOW_CONFIDENCE:
             clip.flags.insert(0, f"low confidence {conf:.2f}")
+        if clip.excluded:
+            clip.flags.insert(0, LEFT_OUT)
         if not (voice_dir / clip.wav).is_file():
             clip.flags.append("audio missing")
-    order = {id(c): i for i, c in enumerate(clips)}
-    return sorted(clips, key=lambda c: (not c.flags, order[id(c)]))
+    order = {id(c): i for i, c in enumerate(left_out + clips)}
+    return sorted(left_out + clips, key=lambda c: (not c.excluded, not c.flags, order[id(c)]))
 
 
 def to_rows(clips: list[Clip]) -> list[list[str]]:
@@ -183,18 +209,79 @@ def to_rows(clips: list[Clip]) -> list[list[str]]:
     return [["; ".join(c.flags), c.wav, c.speaker, c.language, c.text] for c in clips]
 
 
-def from_rows(rows) -> list[Clip]:
-    """Clips from edited UI rows (a pandas DataFrame or a list of lists in COLUMNS order)."""
+def _cells(rows) -> list[list[str]]:
     if hasattr(rows, "values") and hasattr(rows, "columns"):
         rows = rows.values.tolist()
-    clips = []
+    out = []
     for row in rows or []:
         row = ["" if v is None else str(v) for v in row]
-        if len(row) < 5 or not any(cell.strip() for cell in row):
-            continue
+        if len(row) >= 5 and any(cell.strip() for cell in row):
+            out.append(row[:5])
+    return out
+
+
+def from_rows(rows) -> list[Clip]:
+    """Clips from edited UI rows (a pandas DataFrame or a list of lists in COLUMNS order)."""
+    clips = []
+    for row in _cells(rows):
         language = normalize_language(row[3]) or row[3].strip().upper()
-        clips.append(Clip(wav=row[1].strip(), speaker=row[2].strip(), language=language, text=row[4].strip()))
+        clips.append(Clip(wav=row[1].strip(), speaker=row[2].strip(), language=language, text=row[4].strip(),
+                          flags=[row[0].strip()] if row[0].strip() else [],
+                          excluded=row[0].strip().startswith(LEFT_OUT)))
     return clips
+
+
+def save_review(voice_dir: str | Path, rows, loaded, deleted: list[str] = ()) -> tuple[Path | None, int, int]:
+    """Save the review table: `rows` as edited, `loaded` as the table showed them before the edits.
+
+    A row that differs from its loaded version (any cell; an emptied flag cell means "keep it") is kept
+    in esd.list and its flags are cleared in esd.meta.json; a left-out row saved unchanged stays out.
+    Returns (the backup of esd.list or None, rows written, left-out rows still left out).
+    Raises KoeError on invalid rows, leaving both files untouched.
+    """
+    voice_dir = Path(voice_dir)
+    before = {row[1].strip(): row for row in _cells(loaded)}
+    keep, reviewed, still_out = [], [], 0
+    for row, clip in zip(_cells(rows), from_rows(rows)):
+        changed = before.get(clip.wav) != row
+        if clip.excluded and not changed:
+            still_out += 1
+            continue
+        keep.append(clip)
+        if changed:
+            reviewed.append(clip)
+    backup = save_esd(voice_dir, keep, deleted)
+    meta_path = voice_dir / ESD_META
+    meta = read_json(meta_path, None)
+    if reviewed and isinstance(meta, dict) and isinstance(meta.get("clips"), dict):
+        for clip in reviewed:
+            item = meta["clips"].get(clip.wav)
+            if isinstance(item, dict):
+                item.update(excluded=False, flags=[], reviewed=True, text=clip.text, language=clip.language,
+                            speaker=clip.speaker)
+        write_json(meta_path, meta)
+    return backup, len(keep), still_out
+
+
+def bulk_edit(rows, language: str | None = None, speaker: str | None = None,
+              scope: str = "all") -> tuple[list[list[str]], int]:
+    """Set the language and/or speaker of many rows at once (the table; Save writes it).
+
+    `scope`: "all" rows, or "unknown" (rows whose language is not ZH/JP/EN, e.g. Whisper's 'yo').
+    Returns (the new rows, how many changed).
+    """
+    out, changed = [], 0
+    for row in _cells(rows):
+        new = list(row)
+        unknown = (normalize_language(row[3]) or row[3].strip().upper()) not in LANGUAGES
+        if scope == "all" or unknown:
+            if language:
+                new[3] = language
+            if speaker and speaker.strip():
+                new[2] = speaker.strip()
+        changed += new != row
+        out.append(new)
+    return out, changed
 
 
 def g2p_preview(text: str, language: str, userdict: str | Path | None = None) -> str:

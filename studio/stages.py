@@ -65,8 +65,9 @@ WHISPER_LANG = {"ZH": "zh", "JP": "ja", "EN": "en", "auto": "auto"}
 
 def transcribe(voice_dir: Path, language: str | None = None, model: str | None = None,
                keep_flagged: bool = False, beam_size: int | None = None, max_tokens: int | None = None,
-               temperatures: str | None = None) -> Command:
-    """Whisper transcription of the clips into esd.list (+ esd.meta.json)."""
+               temperatures: str | None = None, force: bool = False, clips: list[str] = ()) -> Command:
+    """Whisper transcription of the clips into esd.list (+ esd.meta.json); `force` redoes every clip,
+    `clips` redoes those (wav paths as in esd.list)."""
     args = [str(voice_dir)]
     _opt(args, "--language", WHISPER_LANG.get(language or "auto", language))
     _opt(args, "--model", model)
@@ -75,11 +76,21 @@ def transcribe(voice_dir: Path, language: str | None = None, model: str | None =
     _opt(args, "--temperatures", (temperatures or "").replace(" ", "") or None)
     if keep_flagged:
         args.append("--keep-flagged")
+    if force:
+        args.append("--force")
+    for wav in clips:
+        args += ["--clip", wav]
     return Command(_module("transcribe", *args), [ESD_LIST, ESD_META], gpu=True)
 
 
-def resample(voice_dir: Path) -> Command:
-    return Command(_module("resample", str(voice_dir)), [WAVS])
+def _audio_options(loudness: float | None, trim: bool) -> list[str]:
+    args = [] if loudness is None or loudness == "" else ["--loudness", f"{float(loudness):g}"]
+    return args + (["--trim"] if trim else [])
+
+
+def resample(voice_dir: Path, loudness: float | None = None, trim: bool = False) -> Command:
+    """44.1 kHz mono 16-bit clips; `loudness` (LUFS) normalises them, `trim` cuts leading/trailing silence."""
+    return Command(_module("resample", str(voice_dir), *_audio_options(loudness, trim)), [WAVS])
 
 
 def text(voice_dir: Path) -> Command:
@@ -88,7 +99,7 @@ def text(voice_dir: Path) -> Command:
 
 
 def features(voice_dir: Path) -> Command:
-    """BERT features (*.bert.pt next to each clip)."""
+    """BERT features (*.bert.pt next to each clip), and for a 2.2-CLAP voice the CLAP emotion files (*.emo.npy)."""
     return Command(_module("features", str(voice_dir)), [], gpu=True)
 
 
@@ -96,19 +107,24 @@ def report(voice_dir: Path) -> Command:
     return Command(_module("report", str(voice_dir), "--quiet"), [REPORT_JSON, REPORT_TXT])
 
 
-def prepare(voice_dir: Path, chain: str = "resample,text,features,report") -> Command:
-    """The preprocessing chain (by default the part after transcription) as one job."""
+def prepare(voice_dir: Path, chain: str = "resample,text,features,report", loudness: float | None = None,
+            trim: bool = False) -> Command:
+    """The preprocessing chain (by default the part after transcription) as one job; `loudness`/`trim` as
+    for `resample`."""
     expected = [REPORT_JSON]
     if "text" in chain:
         expected += [TRAIN_LIST, CONFIG]
-    return Command(_module("prepare", str(voice_dir), "--stages", chain), expected, gpu="features" in chain)
+    argv = _module("prepare", str(voice_dir), "--stages", chain, *_audio_options(loudness, trim))
+    return Command(argv, expected, gpu="features" in chain)
 
 
 def train(voice_dir: Path, gpus: int = 1, base_model: str | None = None, max_steps: int | None = None,
-          no_wavlm: bool = False) -> Command:
+          no_wavlm: bool = False, no_base: bool = False) -> Command:
     """Training: `python -m pipeline.train` on one device, torchrun for several GPUs."""
     args = [str(voice_dir)]
     _opt(args, "--base", base_model)
+    if no_base:
+        args.append("--no-base")
     if no_wavlm:
         args.append("--no-wavlm")
     _opt(args, "--max-steps", max_steps)
@@ -126,8 +142,11 @@ def export_onnx(voice_dir: Path, checkpoint: str | None = None) -> Command:
     return Command(_module("export_onnx", *args), ["onnx/*.onnx"])
 
 
-def download(what: str, endpoint: str | None = None) -> Command:
-    """Model downloads (base model, BERTs, WavLM, Whisper) through `pipeline.download`."""
+def download(what: str, endpoint: str | None = None, source: str | None = None, model: str | None = None) -> Command:
+    """Model downloads (base model, BERTs, WavLM, Whisper) through `pipeline.download`; for Whisper, `source`
+    (openai/hub; None: hub when a mirror is set) and `model` (a name; None: config.yml's)."""
     args = [PY, "-m", "pipeline.download", what]
     _opt(args, "--endpoint", endpoint)
+    _opt(args, "--source", source)
+    _opt(args, "--model", model)
     return Command(args, [])

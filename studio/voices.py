@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import stat
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
+from prep.audio import probe_audio
+from prep.ingest import check_free_space, extract_member, file_digest, member_size_problem, zip_members
 from settings import Settings
 from vits.config import write_text_atomic
 from vits.errors import KoeError
@@ -40,16 +44,30 @@ def list_voices(settings: Settings) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def create_voice(settings: Settings, name: str) -> Path:
-    """Create ``Data/<name>/`` with its sub-folders; returns it. Raises KoeError for unsafe names."""
+def create_voice(settings: Settings, name: str, version: str = "2.3") -> Path:
+    """Create ``Data/<name>/`` with its sub-folders for Bert-VITS2 `version` ("2.3", or "2.2" = CLAP emotion,
+    whose config.json is written now: prep/voice_version.py); returns it. An existing voice is switched to
+    `version` when it differs. Raises KoeError for unsafe names, or a switch its checkpoints forbid."""
+    from prep.voice_version import set_voice_version, voice_version
+
     name = (name or "").strip()
     if not re.fullmatch(r"[\w][\w.-]{0,63}", name):
         raise KoeError(f"invalid voice name {name!r}",
                        fix="use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'")
     voice_dir = settings.voice_dir(name)
+    existed = voice_dir.is_dir()
     for sub in (RAW, WAVS, LOGS, MODELS, CONFIGS):
         (voice_dir / sub).mkdir(parents=True, exist_ok=True)
+    if version != "2.3" or (existed and _is_22(voice_dir, voice_version)):
+        set_voice_version(voice_dir, version)
     return voice_dir
+
+
+def _is_22(voice_dir: Path, voice_version) -> bool:
+    try:
+        return voice_version(voice_dir) == "2.2"
+    except KoeError:  # a broken config.json: the text stage reports it, creating the folder again does not
+        return False
 
 
 def _inside(base: Path, path: Path) -> Path:
@@ -69,54 +87,97 @@ def _unique(path: Path) -> Path:
     raise KoeError(f"too many files named {path.name}")
 
 
-def import_uploads(settings: Settings, voice: str, files: list[str | Path], speaker: str | None = None) -> list[str]:
+def import_uploads(settings: Settings, voice: str, files: list[str | Path], speaker: str | None = None,
+                   refused: list[tuple[str, str]] | None = None) -> list[str]:
     """Copy uploaded audio files and zips into ``raw/<speaker>/``; returns the paths added (relative).
 
     Zip members keep one sub-folder level as their speaker when no speaker is given. Members that are
-    not audio, or whose names would escape the folder, are skipped. Raises KoeError if nothing usable came.
+    not audio, or whose names would escape the folder, are skipped. Members refused by the limits of
+    `prep.ingest` (size, compression ratio, links, broken data) are appended to `refused` as (name, reason).
+    Raises KoeError if nothing usable came or the disk is too full.
     """
     voice_dir = settings.voice_dir(voice)
     raw = voice_dir / RAW
     default_speaker = safe_name(speaker or voice)
     added: list[str] = []
+    refused = [] if refused is None else refused
     for item in files or []:
         src = Path(item)
         if src.suffix.lower() == ".zip":
-            added += _import_zip(voice_dir, src, speaker)
+            added += _import_zip(voice_dir, src, speaker, refused)
             continue
         if src.suffix.lower() not in AUDIO_SUFFIXES:
             continue
+        if problem := _upload_problem(raw, src):
+            refused.append((src.name, problem))
+            continue
         target = _inside(raw, _unique(raw / default_speaker / safe_name(src.name)))
+        check_free_space(raw, src.stat().st_size, src.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
         added.append(target.relative_to(voice_dir.resolve()).as_posix())
     if not added:
-        raise KoeError("no audio files in the upload",
+        why = "; ".join(f"{name}: {reason}" for name, reason in refused)
+        raise KoeError("no audio files in the upload" + (f" (refused {why})" if why else ""),
                        fix=f"upload {', '.join(sorted(AUDIO_SUFFIXES))} files or a zip of them")
     return added
 
 
-def _import_zip(voice_dir: Path, src: Path, speaker: str | None) -> list[str]:
+def _import_zip(voice_dir: Path, src: Path, speaker: str | None, refused: list[tuple[str, str]]) -> list[str]:
     raw = voice_dir / RAW
     added = []
     try:
         archive = zipfile.ZipFile(src)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError):
         raise KoeError("not a valid zip file", where=src.name, fix="re-create the zip") from None
     with archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            parts = [p for p in info.filename.replace("\\", "/").split("/") if p not in {"", ".", ".."}]
+        for info, name in zip_members(archive):  # names decoded with one encoding per archive
+            parts = [p for p in name.replace("\\", "/").split("/") if p not in {"", ".", ".."}]
             if not parts or Path(parts[-1]).suffix.lower() not in AUDIO_SUFFIXES or parts[-1].startswith("."):
+                continue
+            problem = member_size_problem(info) or (
+                "symbolic link in zip (refused)" if stat.S_ISLNK(info.external_attr >> 16) else None)
+            if problem:
+                refused.append((name, problem))
                 continue
             spk = safe_name(speaker) if speaker else (safe_name(parts[-2]) if len(parts) > 1 else voice_dir.name)
             target = _inside(raw, _unique(raw / spk / safe_name(parts[-1])))
+            check_free_space(raw, info.file_size, f"{src.name}: {name}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as fin, open(target, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+            try:
+                extract_member(archive, info, target, f"{src.name}: {name}")
+            except KoeError:
+                target.unlink(missing_ok=True)
+                raise
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
+                target.unlink(missing_ok=True)
+                refused.append((name, f"cannot unpack from zip ({exc})"))
+                continue
+            if problem := _upload_problem(raw, target, parts[-1]):
+                target.unlink(missing_ok=True)
+                refused.append((name, problem))
+                continue
             added.append(target.relative_to(voice_dir.resolve()).as_posix())
     return added
+
+
+def _upload_problem(raw: Path, src: Path, name: str | None = None) -> str | None:
+    """Why an uploaded file is not added: empty, undecodable, or uploaded before (a file of the same name,
+    or that name with the `_1`/` (2)` a clash adds, holding the same bytes is already in raw/)."""
+    try:
+        probe_audio(src)
+    except KoeError as exc:
+        return exc.problem
+    base = Path(safe_name(name or src.name))
+    same_name = re.compile(re.escape(base.stem) + r"(_\d+| \(\d+\))?" + re.escape(base.suffix), re.IGNORECASE)
+    size, digest = src.stat().st_size, None
+    for other in raw.rglob("*") if raw.is_dir() else []:
+        if other == src or not same_name.fullmatch(other.name) or not other.is_file() or other.stat().st_size != size:
+            continue
+        digest = digest or file_digest(src)
+        if file_digest(other) == digest:
+            return f"already added as {other.relative_to(raw.parent).as_posix()} (same audio)"
+    return None
 
 
 def speakers(voice_dir: Path, config: Path | None = None) -> list[str]:

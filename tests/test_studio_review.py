@@ -105,8 +105,6 @@ def test_malformed_lines_show_up_flagged(voice):
 
 def test_g2p_preview_shows_phones_or_the_error():
     text = review.g2p_preview("Hello world.", "EN")
-    if "not available" in text:
-        pytest.skip("vits.text is not in the tree yet")
     assert "phones:" in text and "word2ph" in text
     assert review.g2p_preview("x", "XX").startswith("error:")
 
@@ -118,16 +116,22 @@ def test_uploads_and_zips_cannot_escape_the_voice_folder(settings, tmp_path):
     (src / "notes.txt").write_text("not audio")
     archive = src / "batch.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.write(src / "take 1.wav", "bob/one.wav")
-        z.write(src / "take 1.wav", "../../evil.wav")
-        z.write(src / "take 1.wav", "/abs/evil2.wav")
+        # Different audio each (the same audio twice is refused as a duplicate, see below).
+        for i, member in enumerate(["bob/one.wav", "../../evil.wav", "/abs/evil2.wav"], 1):
+            _wav(tmp_path / "members" / f"{i}.wav", seconds=0.5 + 0.1 * i)
+            z.write(tmp_path / "members" / f"{i}.wav", member)
         z.writestr("bob/readme.md", "skip me")
     added = import_uploads(settings, "alice", [src / "take 1.wav", src / "notes.txt", archive])
     assert added == ["raw/alice/take 1.wav", "raw/bob/one.wav", "raw/alice/evil.wav", "raw/abs/evil2.wav"]
     escaped = [p for p in settings.data_root.parent.rglob("*evil*.wav")]
     assert len(escaped) == 2 and all(p.resolve().is_relative_to(voice_dir.resolve()) for p in escaped)
-    # Uploading the same name again never overwrites.
-    assert import_uploads(settings, "alice", [src / "take 1.wav"]) == ["raw/alice/take 1_1.wav"]
+    # Uploading the same name again never overwrites; the same audio again is refused, by name.
+    _wav(tmp_path / "other" / "take 1.wav", seconds=0.9)
+    assert import_uploads(settings, "alice", [tmp_path / "other" / "take 1.wav"]) == ["raw/alice/take 1_1.wav"]
+    refused = []
+    with pytest.raises(KoeError, match="no audio"):
+        import_uploads(settings, "alice", [src / "take 1.wav"], refused=refused)
+    assert refused == [("take 1.wav", "already added as raw/alice/take 1.wav (same audio)")]
     with pytest.raises(KoeError, match="no audio"):
         import_uploads(settings, "alice", [src / "notes.txt"])
     for bad in ["../x", "a/b", ".hidden", "", "-x"]:

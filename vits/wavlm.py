@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from vits.errors import KoeError
+from vits.errors import HUB, KoeError, hub_download_fix, one_line_reason
 
 WAVLM_REPO = "microsoft/wavlm-base-plus"
 
@@ -221,7 +221,6 @@ def download_wavlm(dest: str | os.PathLike, endpoint: str | None = None) -> Path
         snapshot_download(repo_id=WAVLM_REPO, local_dir=str(dest), endpoint=endpoint,
                           allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
     except Exception as exc:  # network, auth and disk errors all surface as one actionable message
-        raise KoeError(f"downloading {WAVLM_REPO} failed ({exc})", where=str(dest),
-                       fix="check the network or set HF_ENDPOINT / config.yml hub.endpoint to a mirror "
-                           "such as https://hf-mirror.com, then retry") from None
+        raise KoeError(f"could not download {WAVLM_REPO} from {endpoint or HUB} ({one_line_reason(exc)})",
+                       where=str(dest), fix=hub_download_fix(endpoint)) from None
     return dest

@@ -7,10 +7,19 @@ from pathlib import Path
 import gradio as gr
 
 from studio import stages
-from studio.tabs import Context, error_text
+from studio.jobs import FINISHED
+from studio.tabs import Context, error_text, unchanged_skip
 from studio.voices import zip_voice
 from vits.errors import KoeError
-from vits.voice_folder import EXPORT, generator_files
+from vits.voice_folder import EXPORT, ONNX, generator_files
+
+ONNX_STAGE = "export_onnx"
+
+
+def onnx_files(voice_dir: Path) -> list[str]:
+    """The files of a voice's ONNX export folder (graphs and koe_onnx.json), sorted; [] when there is none."""
+    folder = voice_dir / ONNX
+    return sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
 def build(ctx: Context) -> None:
@@ -28,6 +37,11 @@ def build(ctx: Context) -> None:
         onnx_btn = gr.Button("Export ONNX", elem_id="export-onnx")
     files = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="export-files")
     status = gr.Markdown(elem_id="export-status")
+    # The ONNX export is a job: its panel follows it on the refresh timer and lists the files when it ends.
+    onnx_status = gr.Markdown(elem_id="export-onnx-status")
+    onnx_list = gr.File(label="ONNX export (Data/<voice>/onnx)", file_count="multiple", interactive=False,
+                        elem_id="export-onnx-files")
+    seen = gr.State({})  # what this page shows, so polling does not re-render it
 
     def refresh(voice):
         try:
@@ -71,12 +85,31 @@ def build(ctx: Context) -> None:
     def do_onnx(voice, g_path):
         try:
             command = stages.export_onnx(ctx.voice_dir(voice), g_path or None)
-            return None, ctx.runner.status_text(ctx.start(voice, "export_onnx", command))
+            job = ctx.start(voice, ONNX_STAGE, command)
         except KoeError as exc:
-            return None, error_text(exc)
+            return error_text(exc), gr.skip(), {}
+        text = ctx.runner.status_text(job)
+        return text, None, {"status": text, "files": None}
+
+    def onnx_panel(voice, shown_state):
+        """(status, files, state) of the voice's newest ONNX job; gr.skip() for what the page already shows."""
+        shown_state = dict(shown_state or {})
+        job = ctx.latest(voice, {ONNX_STAGE})
+        text = ctx.runner.status_text(job) if job else ""
+        listed = []
+        if job is not None and job.status == FINISHED:
+            try:
+                listed = onnx_files(ctx.voice_dir(voice))
+            except KoeError:
+                listed = []
+        return (unchanged_skip(shown_state, "status", text), unchanged_skip(shown_state, "files", listed or None),
+                shown_state)
 
     refresh_btn.click(refresh, ctx.voice, checkpoint)
     ctx.voice.change(refresh, ctx.voice, checkpoint)
     release_btn.click(do_release, [ctx.voice, checkpoint, fp16, safetensors], [files, status])
     zip_btn.click(do_zip, [ctx.voice, checkpoint, fp16, safetensors], [files, status])
-    onnx_btn.click(do_onnx, [ctx.voice, checkpoint], [files, status])
+    panel = [onnx_status, onnx_list, seen]
+    onnx_btn.click(do_onnx, [ctx.voice, checkpoint], panel)
+    ctx.voice.change(lambda v: onnx_panel(v, {}), ctx.voice, panel)
+    ctx.timer.tick(onnx_panel, [ctx.voice, seen], panel, show_progress="hidden", trigger_mode="once")

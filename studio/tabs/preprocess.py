@@ -42,8 +42,17 @@ def histogram(voice_dir: Path, report: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame({"seconds": BIN_LABELS, "clips": counts})
 
 
-def fixes(report: dict | None) -> dict[str, tuple[str, str]]:
-    """Automatic fixes the report allows: label → (kind, argument)."""
+def config_batch_size(voice_dir: Path) -> int | None:
+    """train.batch_size in the voice's config.json now (the file owns it; the report may be older)."""
+    try:
+        return VoiceConfig.load(config_path(voice_dir)).train.batch_size
+    except KoeError:
+        return None
+
+
+def fixes(report: dict | None, batch_size: int | None = None) -> dict[str, tuple[str, str]]:
+    """Automatic fixes the report allows: label → (kind, argument). `batch_size`: config.json's now
+    (default: the one the report saw)."""
     if not report:
         return {}
     found = {}
@@ -52,7 +61,7 @@ def fixes(report: dict | None) -> dict[str, tuple[str, str]]:
     if not report.get("train_lines"):
         found["Build the training lists and features"] = ("chain", "text,features,report")
     suggested = report.get("suggested_batch_size")
-    if suggested and suggested != report.get("batch_size"):
+    if suggested and suggested != (batch_size or report.get("batch_size")):
         found[f"Use the suggested batch size {suggested}"] = ("batch", str(suggested))
     return found
 
@@ -82,6 +91,10 @@ def build(ctx: Context) -> None:
                    [("resample", "Resample"), ("text", "Text → filelists"), ("features", "BERT features"),
                     ("report", "Report")]}
         stop_btn = gr.Button("Stop job", variant="stop", elem_id="prepare-stop")
+    with gr.Row():
+        loudness = gr.Number(label="Normalise loudness to (LUFS; empty: keep as recorded)", value=None,
+                             elem_id="prep-loudness")
+        trim = gr.Checkbox(label="Trim leading/trailing silence of each clip", value=False, elem_id="prep-trim")
     job_md = gr.Markdown("No job yet.", elem_id="prepare-job")
     with gr.Row():
         fix_choice = gr.Dropdown([], label="Suggested fixes", visible=False, elem_id="fix-choice")
@@ -92,12 +105,12 @@ def build(ctx: Context) -> None:
                           sort=BIN_LABELS)
     refresh_btn = gr.Button("Refresh report", size="sm", elem_id="report-refresh")
 
-    def run(voice, name):
+    def run(voice, name, lufs=None, trim_silence=False):
         try:
             voice_dir = ctx.voice_dir(voice)
             command = {
-                "prepare": lambda: stages.prepare(voice_dir),
-                "resample": lambda: stages.resample(voice_dir),
+                "prepare": lambda: stages.prepare(voice_dir, loudness=lufs, trim=bool(trim_silence)),
+                "resample": lambda: stages.resample(voice_dir, lufs, bool(trim_silence)),
                 "text": lambda: stages.text(voice_dir),
                 "features": lambda: stages.features(voice_dir),
                 "report": lambda: stages.report(voice_dir),
@@ -112,7 +125,7 @@ def build(ctx: Context) -> None:
         except KoeError as exc:
             return error_text(exc), gr.update(visible=False), gr.update(visible=False), None
         report = read_report(voice_dir)
-        available = list(fixes(report))
+        available = list(fixes(report, config_batch_size(voice_dir)))
         return (report_markdown(voice_dir, report),
                 gr.update(choices=available, value=available[0] if available else None, visible=bool(available)),
                 gr.update(visible=bool(available)), histogram(voice_dir, report))
@@ -120,7 +133,7 @@ def build(ctx: Context) -> None:
     def apply_fix(voice, label):
         try:
             voice_dir = ctx.voice_dir(voice)
-            kind, arg = fixes(read_report(voice_dir)).get(label, (None, None))
+            kind, arg = fixes(read_report(voice_dir), config_batch_size(voice_dir)).get(label, (None, None))
             if kind == "chain":
                 return ctx.runner.status_text(ctx.start(voice, "fix", stages.prepare(voice_dir, arg)))
             if kind == "batch":
@@ -152,9 +165,9 @@ def build(ctx: Context) -> None:
 
     last_done = gr.State({})
     report_outputs = [report_md, fix_choice, fix_btn, hist]
-    all_btn.click(lambda v: run(v, "prepare"), ctx.voice, job_md)
+    all_btn.click(lambda v, lufs, t: run(v, "prepare", lufs, t), [ctx.voice, loudness, trim], job_md)
     for name, button in buttons.items():
-        button.click(lambda v, n=name: run(v, n), ctx.voice, job_md)
+        button.click(lambda v, lufs, t, n=name: run(v, n, lufs, t), [ctx.voice, loudness, trim], job_md)
     fix_btn.click(apply_fix, [ctx.voice, fix_choice], job_md)
     stop_btn.click(stop, ctx.voice, job_md)
     refresh_btn.click(refresh, ctx.voice, report_outputs)

@@ -15,10 +15,13 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
+from prep import voice_version
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
 from studio.tabs import Context, error_text
 from studio.voices import speakers
+from vits.clap import DEFAULT_TEXT_PROMPT, emotion_vector, takes_emotion
+from vits.config import VoiceConfig
 from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
 from vits.voice_folder import config_for_checkpoint, generator_files, generator_step, safe_name
@@ -104,6 +107,31 @@ def add_outside_model(ctx: Context, g, cfg, name: str | None) -> Path:
     return target
 
 
+def checkpoint_version(g_path: str | None) -> str | None:
+    """"2.2" or "2.3" for a G file (its keys; for a release .safetensors its config.json), or None."""
+    if not g_path:
+        return None
+    found = voice_version.checkpoint_version(g_path)
+    if found is not None:
+        return found
+    try:
+        return VoiceConfig.load(config_for_checkpoint(g_path)).architecture
+    except KoeError:
+        return None
+
+
+def emotion_for(ctx: Context, entry: LoadedModel, mode: str | None, text: str | None, audio: str | None) -> dict:
+    """{"emo": [512] vector} from the tab's emotion prompt for a 2.2 voice, {} for a 2.3 one. Raises KoeError."""
+    if not takes_emotion(entry.voice):
+        return {}
+    clap = registry(ctx).clap()
+    try:
+        return {"emo": entry.call(lambda: emotion_vector(clap, text=text, audio=audio or None, mode=mode or "text",
+                                                         where="the emotion reference clip"))}
+    except ApiError as exc:
+        raise KoeError(exc.error, fix=exc.detail) from None
+
+
 def speak(entry: LoadedModel, bert, text: str, *, language: str, speaker: str | None, gap: float,
           seed: int | None, **knobs):
     """Yield (sentence, audio) one sentence at a time, the pause before every later one. Raises KoeError."""
@@ -131,10 +159,12 @@ def build(ctx: Context) -> None:
         checkpoint = gr.Dropdown([], label="Checkpoint (newest first)", elem_id="checkpoint")
         speaker = gr.Dropdown([], label="Speaker", elem_id="speaker")
         refresh_btn = gr.Button("Refresh", size="sm", elem_id="synth-refresh")
+    model_md = gr.Markdown(elem_id="synth-model")  # the file that will speak, in full
     text = gr.Textbox(label="Text", lines=4, elem_id="synth-text",
                       placeholder="Type what the voice should say. Long text is spoken sentence by sentence.")
     with gr.Row():
-        language = gr.Dropdown(LANGS, value=SYNTHESIS.language, label="Language", elem_id="synth-lang")
+        # AUTO: the text frontend tells the language per sentence, so any typed text works first time.
+        language = gr.Dropdown(LANGS, value="AUTO", label="Language", elem_id="synth-lang")
         sdp = gr.Slider(0, 1, value=SYNTHESIS.sdp_ratio, step=0.05, label="sdp_ratio", elem_id="sdp-ratio")
         noise = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale, step=0.05, label="noise", elem_id="noise")
         noise_w = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale_w, step=0.05, label="noise_w", elem_id="noise-w")
@@ -143,6 +173,13 @@ def build(ctx: Context) -> None:
         pause = gr.Slider(0, 2, value=SYNTHESIS.pause, step=0.05, label="pause between sentences (s)",
                           elem_id="pause")
         seed = gr.Number(label="seed (-1 random)", value=-1, precision=0, elem_id="seed")
+    with gr.Row(visible=False, elem_id="emotion-row") as emotion_row:  # shown for 2.2 (CLAP) voices only
+        prompt_mode = gr.Radio([("Text prompt", "text"), ("Audio prompt", "audio")], value="text",
+                               label="Emotion (Bert-VITS2 2.2-CLAP voice)", elem_id="prompt-mode")
+        emotion_text = gr.Textbox(value=DEFAULT_TEXT_PROMPT, label="Emotion text prompt (e.g. Happy, 悲伤)",
+                                  elem_id="emotion-text")
+        emotion_audio = gr.Audio(type="filepath", sources=["upload"], label="Emotion reference clip (audio prompt)",
+                                 elem_id="emotion-audio")
     synth_btn = gr.Button("Synthesize", variant="primary", elem_id="synth-btn")
     stream = gr.Audio(label="Live (sentence by sentence)", streaming=True, autoplay=True, interactive=False,
                       elem_id="synth-stream")
@@ -157,15 +194,33 @@ def build(ctx: Context) -> None:
 
     def refresh(voice, current=None):
         choices = checkpoint_choices(ctx, voice)
-        values = [v for _, v in choices]
-        value = current if current in values else (values[0] if values else None)
+        value = pick_checkpoint(choices, ctx.settings.voice_dir(voice) if voice else None, current)
         return gr.update(choices=choices, value=value), speaker_update(value)
+
+    def watch(voice, current, shown):
+        """On the refresh timer: re-list when the voice's checkpoints changed (a new one from training)."""
+        now = [v for _, v in checkpoint_choices(ctx, voice)]
+        if now == shown:
+            return gr.skip(), gr.skip(), shown
+        update, speakers_update = refresh(voice, current)
+        return update, speakers_update, now
+
+    def checkpoint_update(g_path):
+        return (speaker_update(g_path), gr.update(visible=checkpoint_version(g_path) == "2.2"),
+                model_text(g_path))
+
+    def model_text(g_path):
+        if not g_path:
+            return "No checkpoint selected: train this voice first, or load a model from elsewhere below."
+        where = "outside model" if Path(g_path).is_relative_to(outside_dir(ctx)) else "this voice"
+        return f"Speaking with `{g_path}` ({where})."
 
     def speaker_update(g_path):
         names = speaker_names(g_path)
         return gr.update(choices=names, value=names[0] if names else None)
 
-    def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value):
+    def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value,
+                   mode, emo_text, emo_audio):
         if not g_path:
             raise gr.Error("No checkpoint: train the voice first, or load an outside model.")
         if not (txt or "").strip():
@@ -173,12 +228,13 @@ def build(ctx: Context) -> None:
         try:
             entry = load_checkpoint(ctx, g_path)
             bert = registry(ctx).bert()
+            emotion = emotion_for(ctx, entry, mode, emo_text, emo_audio)
         except KoeError as exc:
             raise gr.Error(str(exc)) from None
         seed_arg = None if seed_value is None or int(seed_value) < 0 else int(seed_value)
         sentences = speak(entry, bert, txt, language=lang, speaker=spk, gap=gap, seed=seed_arg,
                           sdp_ratio=float(sdp_ratio), noise_scale=float(noise_scale),
-                          noise_scale_w=float(noise_scale_w), length_scale=float(length_scale))
+                          noise_scale_w=float(noise_scale_w), length_scale=float(length_scale), **emotion)
         pieces: list[np.ndarray] = []
         rate, t0 = entry.sampling_rate, time.time()
         try:
@@ -202,12 +258,25 @@ def build(ctx: Context) -> None:
         return (gr.update(choices=choices, value=str(target)), speaker_update(str(target)),
                 f"✅ loaded `{target.name}` as an outside model")
 
+    listed = gr.State([])
     refresh_btn.click(refresh, [ctx.voice, checkpoint], [checkpoint, speaker])
     ctx.voice.change(refresh, ctx.voice, [checkpoint, speaker])
-    checkpoint.change(speaker_update, checkpoint, speaker)
-    synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed],
-                    [stream, full, status])
+    ctx.timer.tick(watch, [ctx.voice, checkpoint, listed], [checkpoint, speaker, listed], show_progress="hidden",
+                   trigger_mode="once")
+    checkpoint.change(checkpoint_update, checkpoint, [speaker, emotion_row, model_md])
+    synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed,
+                                 prompt_mode, emotion_text, emotion_audio], [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
+
+
+def pick_checkpoint(choices: list[tuple[str, str]], voice_dir: Path | None, current: str | None) -> str | None:
+    """The checkpoint to select: the user's `current` one while it is listed, else the voice's newest; never
+    another voice's or an outside model the user did not pick (None when the voice has no checkpoint)."""
+    values = [v for _, v in choices]
+    if current in values:
+        return current
+    own = [v for v in values if voice_dir and Path(v).resolve().is_relative_to(voice_dir.resolve())]
+    return own[0] if own else None
 
 
 def _save(ctx: Context, g_path: str, audio: np.ndarray, rate: int) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vits.errors import KoeError
+from vits.errors import HUB, KoeError, hub_download_fix, one_line_reason
 from vits.text.common import Cleaned
 
 HUB_REPOS = {
@@ -131,7 +131,9 @@ class BertFeatures:
         layers = model.encoder.layer
         keep = len(layers) + self.layer + 1 if self.layer < 0 else self.layer
         if not 0 < keep <= len(layers):
-            raise KoeError(f"layer {self.layer} does not exist in a {len(layers)}-layer model", where=str(folder))
+            raise KoeError(f"this BERT has {len(layers)} layers; Bert-VITS2 reads its hidden layer {self.layer}",
+                           where=str(folder), fix="use the full pretrained model (python -m pipeline.download bert), "
+                           "not a truncated or test copy")
         # layers after the one we read never influence it: drop them (2 of 24 saved per forward)
         model.encoder.layer = torch.nn.ModuleList(list(layers)[:keep])
         model.eval().requires_grad_(False).to(self.device, self.dtype)
@@ -327,8 +329,7 @@ def download_bert_models(languages=("ZH", "JP", "EN"), model_dirs: dict[str, str
                               allow_patterns=["*.json", "*.txt", "*.model", "pytorch_model.bin", "*.safetensors"],
                               ignore_patterns=["*.h5", "*.msgpack", "*.onnx", "tf_*", "flax_*", "rust_*"])
         except Exception as exc:  # network, auth and offline-mode errors all end here
-            raise KoeError(f"could not download {HUB_REPOS[lang]} ({type(exc).__name__}: {exc})", where=str(folder),
-                           fix="check the network; in China set HF_ENDPOINT=https://hf-mirror.com (or hub: endpoint "
-                               "in config.yml); or copy the files by hand") from None
+            raise KoeError(f"could not download {HUB_REPOS[lang]} from {endpoint or HUB} ({one_line_reason(exc)})",
+                           where=str(folder), fix=hub_download_fix(endpoint)) from None
         done[lang] = check_model_dir(lang, folder)
     return done

@@ -7,10 +7,19 @@ Each batch is `vits.train.step.train_step`; `Trainer.run` around it reads like t
                     stop at max_steps or on SIGTERM/SIGINT
                     LR schedule step
     save the last step (unless just saved)
+
+Out of memory (`torch.OutOfMemoryError`, one process): `train` starts the run again from the newest checkpoint
+at half the batch size (the step count goes on from that checkpoint), and stops with a KoeError once batch
+size 1 does not fit. Tests inject that error on the CPU with ``KOE_TEST_OOM=STEP[:ABOVE_BATCH]`` (every step
+from global step STEP on whose batch size is above ABOVE_BATCH, default 0, raises it); it is honoured only
+under pytest (``PYTEST_CURRENT_TEST`` set), so a stray variable cannot break a real run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -25,7 +34,9 @@ from vits.data import validate_lists
 from vits.errors import KoeError
 from vits.progress import ProgressMeter, format_progress
 from vits.train.eval_samples import EvalSamples
+from vits.train.lock import TrainingLock
 from vits.train.options import DataProblems, TrainOptions, TrainResult
+from vits.train.plan import plan_start
 from vits.train.runtime import Runtime, StopRequest, init_runtime, shutdown_runtime, stop_requested
 from vits.train.setup import build_data, build_networks, build_optimizers, unwrap, wrap_ddp
 from vits.train.start import find_start
@@ -33,6 +44,16 @@ from vits.train.step import TB_SCALARS, train_step
 
 EXTRA_SCALARS = ("learning_rate", "perf/steps_per_second", "perf/gpu_mem_gb")
 NONFINITE_LIMIT = 10
+TEST_OOM_ENV = "KOE_TEST_OOM"
+
+
+def _test_oom() -> tuple[int, int] | None:
+    """(from global step, above batch size) of an injected out-of-memory error: tests only (module docstring)."""
+    value = os.environ.get(TEST_OOM_ENV, "")
+    if not value or not os.environ.get("PYTEST_CURRENT_TEST"):
+        return None
+    step, _, above = value.partition(":")
+    return int(step), int(above or 0)
 
 
 class LossMeter:
@@ -83,7 +104,7 @@ class Trainer:
     """One training run. Use `train()`; the class holds what the loop needs between steps."""
 
     def __init__(self, opts: TrainOptions, rt: Runtime, log: Callable[[str], None], stop: StopRequest):
-        self.opts, self.rt, self.stop = opts, rt, stop
+        self.rt, self.stop = rt, stop
         self._log = log if rt.is_main else (lambda _line: None)
         self.voice_dir = Path(opts.voice_dir)
         self.models_dir = voice_folder.models_dir(self.voice_dir)
@@ -94,6 +115,10 @@ class Trainer:
             t.batch_size = int(opts.batch_size)
         if opts.max_steps is not None:
             t.max_steps = int(opts.max_steps)
+        if opts.use_wavlm is None:  # None: the config's train.use_wavlm
+            opts = dataclasses.replace(opts, use_wavlm=bool(t.use_wavlm))
+        self.opts = opts
+        self._oom_test = _test_oom()
         self.bf16 = bool(t.bf16_run)
         self.device = rt.device
         self.global_step = 0
@@ -131,6 +156,9 @@ class Trainer:
 
     def train_step(self, batch) -> None:
         """One batch (spec §5.4 order); its loss values stay on the device in `losses` (no sync)."""
+        if self._oom_test and self.global_step + 1 >= self._oom_test[0] and \
+                self.cfg.train.batch_size > self._oom_test[1]:
+            raise torch.OutOfMemoryError(f"out of memory (injected by {TEST_OOM_ENV} for a test)")
         self.losses.add(train_step(self.nets, batch, self.cfg, self.global_step, self.device, self.bf16))
 
     def run(self) -> TrainResult:
@@ -139,7 +167,7 @@ class Trainer:
         max_steps = t.max_steps
         if max_steps is not None and self.global_step >= max_steps:
             self.log(f"already at step {self.global_step} >= max_steps {max_steps}: nothing to do")
-            return TrainResult(self.global_step, self.epoch, "already_done", None)
+            return TrainResult(self.global_step, self.epoch, "already_done", None, t.batch_size)
         start_step = self.global_step
         total = max_steps or (self.global_step + (t.epochs - self.epoch + 1) * self.data.batches_per_epoch
                               - self.skip_batches)
@@ -203,7 +231,7 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
-        return TrainResult(self.global_step, self.epoch, reason, last_saved)
+        return TrainResult(self.global_step, self.epoch, reason, last_saved, t.batch_size)
 
     def _log_step(self) -> None:
         """The progress line and TensorBoard scalars for the steps since the last one."""
@@ -275,12 +303,57 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> Train
     Takes TrainOptions and a `log` callback receiving text lines (progress lines included; only rank 0
     logs). Returns a TrainResult. Raises DataProblems (all bad list lines at once) before the first step,
     KoeError for other problems the user can fix (missing WavLM folder, checkpoint not fitting the config,
-    10 non-finite steps in a row).
+    10 non-finite steps in a row), VoiceBusy (a KoeError) when another run trains the voice.
     """
     log = log or (lambda _line: None)
-    with StopRequest() as stop:
+    with StopRequest() as stop, TrainingLock(opts.voice_dir, log) as lock:
         rt = init_runtime(opts.device)
-        result = Trainer(opts, rt, log, stop).run()
+        lock.take(rt)  # one run per voice (vits/train/lock.py); raises VoiceBusy on every rank
+        while True:
+            trainer = Trainer(opts, rt, log, stop)
+            try:
+                result = trainer.run()
+                break
+            except torch.OutOfMemoryError:
+                failed = (trainer.cfg.train.batch_size, trainer.global_step)
+            # Outside the except block: the traceback (and the tensors its frames hold) is gone by now.
+            del trainer
+            gc.collect()
+            if rt.device.type == "cuda":
+                torch.cuda.empty_cache()
+            opts = _half_batch_after_oom(opts, rt, *failed, log)
         # Only on success: after an error this rank just exits and torchrun stops the others.
         shutdown_runtime(rt)
         return result
+
+
+def _half_batch_after_oom(opts: TrainOptions, rt: Runtime, batch_size: int, step: int,
+                          log: Callable[[str], None]) -> TrainOptions:
+    """The options for the retry at half the batch size; logs what happens. Raises KoeError when it cannot."""
+    where = _device_name(rt.device)
+    plan = plan_start(voice_folder.models_dir(Path(opts.voice_dir)), opts.base)
+    restart = plan.describe()
+    if batch_size <= 1:
+        raise KoeError(f"{where}: out of memory at step {step + 1} even with batch size 1; training stopped "
+                       f"(a new start would {restart})",
+                       fix="turn off the WavLM discriminator, pick the small model preset, turn on bf16 "
+                           "(Ampere or newer), close other programs on the GPU (nvidia-smi), or use a GPU "
+                           "with more memory; then start the training again")
+    if rt.distributed:
+        raise KoeError(f"{where}: out of memory at step {step + 1} with batch size {batch_size} per process; "
+                       "several processes cannot retry by themselves",
+                       fix=f"set the batch size to {batch_size // 2} (Train tab or config.json train.batch_size) "
+                           "and resume")
+    half = batch_size // 2
+    if rt.is_main:
+        log(f"warning: {where}: out of memory at step {step + 1} with batch size {batch_size}; retrying at "
+            f"batch size {half}: {restart}")
+        log(format_progress("train", step=plan.step, message=f"out of memory: retrying at batch size {half}",
+                            batch_size=half, failed_batch_size=batch_size))
+    return dataclasses.replace(opts, batch_size=half)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return device.type.upper()

@@ -17,7 +17,7 @@ class TrainOptions:
     batch_size: int | None = None
     base: Path | None = None
     wavlm: Path | None = None
-    use_wavlm: bool = True
+    use_wavlm: bool | None = None  # None: config.json's train.use_wavlm
     device: str | None = None
     num_workers: int | None = None
 
@@ -28,6 +28,7 @@ class TrainResult:
     epoch: int
     reason: str  # "max_steps", "epochs", "signal", "already_done"
     checkpoint: Path | None
+    batch_size: int | None = None  # the batch size it ended with (halved by each out-of-memory retry)
 
 
 class DataProblems(KoeError):
