@@ -11,21 +11,32 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages (ffmpeg for audio decoding; the test tools when --dev) -------------------------
-need=()
-command -v ffmpeg >/dev/null || need+=(ffmpeg)
-if [[ $DEV == 1 ]]; then
-  command -v espeak-ng >/dev/null || need+=(espeak-ng)
-  command -v sox >/dev/null || need+=(sox)
-  [[ -x /usr/bin/chromium ]] || need+=(chromium)
-fi
+missing_system() {
+  need=()
+  command -v ffmpeg >/dev/null || need+=(ffmpeg)
+  if [[ $DEV == 1 ]]; then
+    command -v espeak-ng >/dev/null || need+=(espeak-ng)
+    command -v sox >/dev/null || need+=(sox)
+    [[ -x /usr/bin/chromium ]] || need+=(chromium)
+  fi
+}
+missing_system
 if (( ${#need[@]} )); then
   SUDO=""
   [[ $(id -u) != 0 ]] && command -v sudo >/dev/null && SUDO="sudo -n"
   if command -v apt-get >/dev/null && { [[ $(id -u) == 0 ]] || [[ -n $SUDO ]]; }; then
     say "installing system packages: ${need[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+      || say "apt-get could not install: ${need[*]}"
+    missing_system
+  fi
+  if (( ${#need[@]} )); then
+    if [[ $DEV == 1 ]]; then
+      # The test tools are not optional: without them tests would skip and a green run would mean little.
+      say "ERROR: the tests need these system packages: ${need[*]} (Debian/Ubuntu: apt-get install ${need[*]})"
+      exit 1
+    fi
     say "WARNING: please install these system packages yourself: ${need[*]}"
   fi
 fi
@@ -64,8 +75,9 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$hash" ]]; then
   say "installing Python packages from $REQ"
   $VPY -m pip install -q -r "$REQ"
   # openai-whisper without triton (~1 GB, GPU-only) and g2p-en without nltk (we run its bundled
-  # model ourselves): their other needs are in requirements.
-  $VPY -m pip install -q --no-deps "openai-whisper>=20240930" "g2p-en>=2.1.0"
+  # model ourselves), Resemblyzer without webrtcvad (a source build; webrtcvad-wheels provides it):
+  # their other needs are in requirements.
+  $VPY -m pip install -q --no-deps "openai-whisper>=20240930" "g2p-en>=2.1.0" "Resemblyzer==0.1.4"
   echo "$hash" > "$stamp"
 fi
 say "ready: $($VPY -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"

@@ -25,6 +25,7 @@ class Studio:
 
     def __init__(self, root: Path, config: Path, *extra: str, env: dict | None = None):
         self.root, self.port = root, free_port()
+        self.killed = False  # stop() had to SIGKILL it
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / f"studio-{self.port}.log"
         # A key in the caller's environment would lock the API: each test says what it wants.
@@ -65,6 +66,7 @@ class Studio:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         return self.proc.returncode

@@ -47,7 +47,8 @@ def test_filterbank_facts_from_spec():
 @pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(44100, 2048, 128, 0.0, None), (22050, 1024, 80, 0.0, 8000.0),
                                                        (16000, 512, 40, 20.0, 7600.0)])
 def test_filterbank_equals_librosa_slaney(sr, n_fft, n_mels, fmin, fmax):
-    librosa = pytest.importorskip("librosa")
+    import librosa
+
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax).numpy(), ref, rtol=1e-6, atol=1e-9)
 

@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.browser,
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -80,7 +81,14 @@ def idle(page, elem_id: str, timeout_s: float = 30) -> None:
         pass  # a slow machine: the edits below still check what the page shows
 
 
+def page_loaded(page) -> None:
+    """Until the page's load event has filled the voice menu (the studio shows "Loading voices…" until then)."""
+    page.wait_for_function("() => { const e = document.querySelector('#voice-status');"
+                           " return e && !e.innerText.includes('Loading voices'); }", timeout=30000)
+
+
 def create_voice(page, name: str) -> None:
+    page_loaded(page)
     field(page, "new-voice").fill(name)
     page.locator("#create-voice").click()
     wait_text(page, "voice-status", "created", 20)
@@ -115,7 +123,8 @@ def test_smoke_every_tab_renders_and_stops_cleanly(tmp_path, browser):
         page.close()
     finally:
         code = studio.stop()
-    assert code is not None
+    # Ctrl-C ends the studio by itself (exit 0), without the SIGKILL that stop() falls back to.
+    assert code == 0 and not studio.killed, (code, studio.log.read_text(errors="replace")[-3000:])
     assert "Traceback" not in studio.log.read_text(errors="replace")
 
 
@@ -183,13 +192,37 @@ def wait_job(page, elem_id: str, stage: str, timeout_s: float) -> str:
     raise AssertionError(f"{stage} did not finish in {timeout_s}s; the page shows:\n{text}")
 
 
+def _check_export_zip(archive: Path, voice_dir: Path, out: Path) -> None:
+    """The zip holds the release G of step 20, the voice's config.json and a model card; the release speaks."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from vits.synthesis import Voice
+
+    name = voice_dir.name
+    with zipfile.ZipFile(archive) as z:
+        members = sorted(z.namelist())
+        z.extractall(out)
+    weights = [m for m in members if re.fullmatch(rf"{name}/G_20(_fp16)?\.(pth|safetensors)", m)]
+    assert len(weights) == 1 and members == sorted(weights + [f"{name}/config.json", f"{name}/README.md"]), members
+    config = json.loads((out / name / "config.json").read_text(encoding="utf-8"))
+    assert config == json.loads((voice_dir / "configs" / "config.json").read_text(encoding="utf-8"))
+    assert (out / name / "README.md").read_text(encoding="utf-8").strip()
+    voice = Voice.load(out / weights[0], config_path=out / name / "config.json")
+    audio = voice.synthesize_phones(["_", "hh", "ay", "_"], [0, 3, 2, 0], "EN", seed=0)
+    assert audio.size > 0 and np.isfinite(audio).all()
+
+
 @pytest.mark.slow
 def test_end_to_end_from_uploads_to_speech(tmp_path, browser, shared_dir):
     from helpers_audio import espeak_audio, have_espeak, make_tiny_whisper, with_silence, write_audio
 
+    from vits.text import testing
+
     if not have_espeak():
         pytest.skip("espeak-ng is not installed")
-    testing = pytest.importorskip("vits.text.testing")
     models = tmp_path / "models"
     bert = testing.build_tiny_models(models / "bert", shared_dir / "golden" / "tokenizers", hidden=1024, layers=3,
                                      languages=("EN",))
@@ -301,8 +334,17 @@ def test_end_to_end_from_uploads_to_speech(tmp_path, browser, shared_dir):
         page.locator("#synth-btn").click()
         status = wait_text(page, "synth-status", "s of audio", 120)
         assert "2 sentence(s)" in status and "G_20.pth" in status
-        page.locator("#synth-audio button[aria-label='Play']").first.click()
-        page.wait_for_timeout(500)
+        seconds = float(re.search(r"([\d.]+) s of audio", status).group(1))
+        assert seconds > 0.5, status
+        # The player holds that audio (its duration, m:ss) and plays it: the position moves off 0:00.
+        player = page.locator("#synth-audio")
+        page.wait_for_function("() => { const d = document.querySelector('#synth-audio time#duration');"
+                               " return d && d.textContent.trim() !== '0:00'; }", timeout=30000)
+        minutes, secs = player.locator("time#duration").inner_text().strip().split(":")
+        assert abs(int(minutes) * 60 + int(secs) - seconds) <= 1, (minutes, secs, status)
+        player.locator("button[aria-label='Play']").first.click()
+        page.wait_for_function("() => { const t = document.querySelector('#synth-audio time#time');"
+                               " return t && t.textContent.trim() !== '0:00'; }", timeout=30000)
         shot(page, "e2e-5-synthesize")
 
         # --- Export: a zip with the release weights and a model card ---------------------------------------------
@@ -313,6 +355,7 @@ def test_end_to_end_from_uploads_to_speech(tmp_path, browser, shared_dir):
         wait_text(page, "export-status", ".zip", 120)
         archives = list((voice_dir / "export").glob("*.zip"))
         assert len(archives) == 1
+        _check_export_zip(archives[0], voice_dir, tmp_path / "unzipped")
         shot(page, "e2e-6-export")
     except BaseException:
         if page is not None:

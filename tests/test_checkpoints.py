@@ -16,14 +16,7 @@ from vits.errors import KoeError
 from vits.modules import weight_norm
 from vits.train.start import restore_optimizer, restore_scaler
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread is fastest and does not fight the other test workers for the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.torch_threads(1)  # tests/conftest.py sets and restores it per test
 
 
 class TinyEncoder(nn.Module):

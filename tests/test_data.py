@@ -136,9 +136,15 @@ def test_spec_cache_written_atomically_and_reused(voice):
     assert cache.is_file()
     assert not list(cache.parent.glob(".*.tmp"))
     torch.testing.assert_close(torch.load(cache), spec)
-    # A cache that does not fit (e.g. from another STFT size) is recomputed, not trusted.
+    # Reused: a cache of the right shape is what the next read returns (marked here so it shows), untouched.
+    torch.save(spec + 1.0, cache)
+    stamp = cache.stat().st_mtime_ns
+    torch.testing.assert_close(ds[0][1], spec + 1.0)
+    assert cache.stat().st_mtime_ns == stamp
+    # A cache that does not fit (e.g. from another STFT size) is recomputed, not trusted, and rewritten.
     torch.save(torch.zeros(3, 3), cache)
     torch.testing.assert_close(ds[0][1], spec)
+    torch.testing.assert_close(torch.load(cache), spec)
 
 
 def test_collate_sorts_and_pads(voice):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,15 +40,22 @@ def small_model(golden_dir):
 
 
 @pytest.fixture(scope="module")
-def exported(golden_dir, tmp_path_factory):
-    """The golden small model as a voice folder, exported through the CLI (which also self-checks)."""
+def export_run(golden_dir, tmp_path_factory):
+    """The golden small model as a voice folder, exported through the CLI with its self-check; (voice, stdout)."""
     voice = tmp_path_factory.mktemp("onnx") / "small"
     (voice / "models").mkdir(parents=True)
     (voice / "configs").mkdir()
     shutil.copy(golden_dir / "model-small" / "G_1000.pth", voice / "models" / "G_1000.pth")
     shutil.copy(golden_dir / "model-small" / "config.json", voice / "configs" / "config.json")
-    assert export_main([str(voice), "--threads", "2", "--no-verify"]) == 0
-    return voice
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert export_main([str(voice), "--threads", "2"]) == 0
+    return voice, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(export_run):
+    return export_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +156,36 @@ def test_onnx_decoder_drop_in(small_model, golden, tmp_path):
     finally:
         model.dec = torch_dec
     assert (o - golden["infer_sdp05_audio"]).abs().max() < 1e-3
+
+
+def test_export_checks_onnxruntime_against_torch(export_run):
+    found = re.search(r"onnxruntime vs torch: max abs diff ([0-9.e+-]+)", export_run[1])
+    assert found, export_run[1]
+    assert float(found.group(1)) < 1e-3
+
+
+def test_export_fails_when_the_graphs_differ_from_torch(exported, tmp_path, monkeypatch, capsys):
+    """The self-check is a gate: graphs that compute something else stop the export with exit 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    import vits.onnx_export as onnx_export
+
+    def export_broken_graphs(model, cfg, out_dir, **kwargs):
+        """The graphs exported for this very checkpoint (module fixture), with the decoder's weights changed."""
+        shutil.copytree(exported / "onnx", out_dir, dirs_exist_ok=True)
+        dec = onnx.load(str(out_dir / "dec.onnx"))
+        weight = max(dec.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+        onnx.save(dec, str(out_dir / "dec.onnx"))
+        return out_dir / METADATA_NAME
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_broken_graphs)
+    out = tmp_path / "broken"
+    capsys.readouterr()
+    assert export_main([str(exported), "--out", str(out), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(out) in err and "differ from torch" in err and "limit 0.001" in err
 
 
 def test_generate_path_numpy():

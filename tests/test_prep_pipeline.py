@@ -217,7 +217,6 @@ this line is malformed
 
 @pytest.fixture(scope="module")
 def texted(voice):
-    pytest.importorskip("vits.text", reason="text frontend (vits.text) not available yet")
     en, sr = espeak_audio("Short.", "en")
     write_audio(voice / "wavs" / "alice" / "tiny.wav", en[: int(0.3 * sr)], sr, rate=44100)
     write_audio(voice / "wavs" / "alice" / "emoji.wav", with_silence(en, sr, 1, 1), sr, rate=44100)
@@ -303,8 +302,6 @@ def test_prepare_runs_the_chain_and_stops_at_the_first_failure(source, tmp_path)
     # Fix the cause and run again: finished stages skip their work.
     (voice / "esd.list").write_text("wavs/carol/one_0001.wav|carol|EN|My name is Carol.\n", encoding="utf-8")
     proc = _prepare(voice, "--stages", "slice,text,report", "--in-process")
-    if "text frontend" in proc.stderr:
-        pytest.skip("vits.text not available yet")
     assert proc.returncode == 0, proc.stderr
     assert (voice / "report.json").is_file() and (voice / "filelists" / "val.list").read_text().strip()
     assert json.loads((voice / "slices.json").read_text())["raw/carol/one.ogg"]["clips"] == ["wavs/carol/one_0001.wav"]

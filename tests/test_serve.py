@@ -78,6 +78,9 @@ def test_voice_get_post_and_hiyori_form(client):
     # A different seed and a different speaker give different audio.
     r4 = client.get("/voice", params={"text": "你好。", "speaker_name": "alice", "seed": 1, "sdp_ratio": 0.5})
     assert r4.status_code == 200 and r4.content != r.content
+    r5 = client.get("/voice", params={"text": "你好。", "speaker_name": "bob", "seed": 2, "sdp_ratio": 0.5})
+    assert r5.status_code == 200 and r5.headers["x-speaker"] == "bob"
+    assert _wav(r5)[0].size > 0 and r5.content != r.content
 
 
 @pytest.mark.parametrize("fmt", ["flac", "mp3", "ogg"])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+from torch.utils.tensorboard import SummaryWriter
 
 from studio.scalars import ScalarReader
-
-SummaryWriter = pytest.importorskip("torch.utils.tensorboard").SummaryWriter
 
 
 def test_reads_incrementally_and_maps_loss_curves(tmp_path):

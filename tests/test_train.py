@@ -20,17 +20,11 @@ from vits.progress import parse_progress
 
 REPO = Path(__file__).resolve().parent.parent
 SCALARS = ["loss/g/total", "loss/g/mel", "loss/g/kl", "loss/g/dur", "loss/g/fm", "loss/g/gen", "loss/g/wavlm",
-           "loss/d/total", "loss/d/dur", "loss/d/wavlm", "learning_rate", "grad_norm/g", "grad_norm/d",
-           "perf/steps_per_second", "perf/gpu_mem_gb"]
+           "loss/d/total", "loss/d/dur", "loss/d/wavlm", "loss/g/commit", "learning_rate", "grad_norm/g",
+           "grad_norm/d", "perf/steps_per_second", "perf/gpu_mem_gb"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training on one thread: on a shared 2-core machine, OpenMP spin-waits cost more than it gains."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.torch_threads(1)  # tests/conftest.py sets and restores it per test
 
 
 def make_wavlm(folder: Path) -> Path:
@@ -204,6 +198,9 @@ def test_finetune_from_base_with_other_speaker_count_and_freeze(env, tmp_path):
     lines.clear()
     train(TrainOptions(voice_dir=voice, max_steps=4, use_wavlm=False, device="cpu"), log=lines.append)
     assert any("warning" in line and "start fresh" in line for line in lines)
+    unfrozen = torch.load(voice / "models" / "G_4.pth", weights_only=True)["model"]
+    for name in ("enc_p.bert_proj.weight", "dec.conv_pre.weight", "dec.ups.0.weight_v"):
+        assert not torch.equal(after[name], unfrozen[name]), f"{name} did not train after unfreezing"
 
 
 def test_missing_wavlm_folder_says_where_and_how(env, tmp_path):

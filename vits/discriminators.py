@@ -6,15 +6,23 @@ checkpoints load with `strict=True`.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from vits.commons import get_padding
+from vits.errors import KoeError
 from vits.modules import LayerNorm, weight_norm
 
 LRELU_SLOPE = 0.1
 PERIODS = (2, 3, 5, 7, 11)
+# Tests only: divides the MPD's channel widths (and groups) so training tests do not train and save the
+# 47M-parameter network (~560 MB D files with optimizer state). Unset = Bert-VITS2's network; nothing
+# outside tests/ sets it, and D files built with it load in no Bert-VITS2 tool.
+TEST_MPD_DIVISOR_ENV = "KOE_TESTS_ONLY_MPD_DIVISOR"
+TEST_MPD_DIVISORS = (1, 2, 4, 8, 16)
 
 
 def _norm(use_spectral_norm: bool):
@@ -25,17 +33,19 @@ def _norm(use_spectral_norm: bool):
 class DiscriminatorP(nn.Module):
     """HiFi-GAN period discriminator: the waveform folded into [T/p, p] and scanned with (5,1) convs."""
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False):
+    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False,
+                 width_divisor: int = 1):
         super().__init__()
         self.period = period
         norm = _norm(use_spectral_norm)
         pad = (get_padding(kernel_size, 1), 0)
-        channels = [1, 32, 128, 512, 1024]
+        channels = [1] + [c // width_divisor for c in (32, 128, 512, 1024)]
         convs = [norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (stride, 1), padding=pad))
                  for c_in, c_out in zip(channels[:-1], channels[1:])]
-        convs.append(norm(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=pad)))
+        top = channels[-1]
+        convs.append(norm(nn.Conv2d(top, top, (kernel_size, 1), 1, padding=pad)))
         self.convs = nn.ModuleList(convs)
-        self.conv_post = norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
+        self.conv_post = norm(nn.Conv2d(top, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x [B,1,T] -> (logits [B, N], 6 feature maps)."""
@@ -62,18 +72,20 @@ def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor):
 class DiscriminatorS(nn.Module):
     """HiFi-GAN scale discriminator on the raw waveform (grouped strided 1-D convs)."""
 
-    def __init__(self, use_spectral_norm: bool = False):
+    def __init__(self, use_spectral_norm: bool = False, width_divisor: int = 1):
         super().__init__()
         norm = _norm(use_spectral_norm)
+        c = [n // width_divisor for n in (16, 64, 256, 1024)]
+        g = [max(1, n // width_divisor) for n in (4, 16, 64, 256)]
         self.convs = nn.ModuleList([
-            norm(nn.Conv1d(1, 16, 15, 1, padding=7)),
-            norm(nn.Conv1d(16, 64, 41, 4, groups=4, padding=20)),
-            norm(nn.Conv1d(64, 256, 41, 4, groups=16, padding=20)),
-            norm(nn.Conv1d(256, 1024, 41, 4, groups=64, padding=20)),
-            norm(nn.Conv1d(1024, 1024, 41, 4, groups=256, padding=20)),
-            norm(nn.Conv1d(1024, 1024, 5, 1, padding=2)),
+            norm(nn.Conv1d(1, c[0], 15, 1, padding=7)),
+            norm(nn.Conv1d(c[0], c[1], 41, 4, groups=g[0], padding=20)),
+            norm(nn.Conv1d(c[1], c[2], 41, 4, groups=g[1], padding=20)),
+            norm(nn.Conv1d(c[2], c[3], 41, 4, groups=g[2], padding=20)),
+            norm(nn.Conv1d(c[3], c[3], 41, 4, groups=g[3], padding=20)),
+            norm(nn.Conv1d(c[3], c[3], 5, 1, padding=2)),
         ])
-        self.conv_post = norm(nn.Conv1d(1024, 1, 3, 1, padding=1))
+        self.conv_post = norm(nn.Conv1d(c[3], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x [B,1,T] -> (logits [B, N], 7 feature maps)."""
@@ -83,10 +95,15 @@ class DiscriminatorS(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     """One scale discriminator plus period discriminators for periods 2, 3, 5, 7, 11 (`D_*.pth`)."""
 
-    def __init__(self, use_spectral_norm: bool = False):
+    def __init__(self, use_spectral_norm: bool = False, width_divisor: int = 1):
+        """`width_divisor` > 1 is for tests only (see TEST_MPD_DIVISOR_ENV); 1 is the spec's network."""
         super().__init__()
-        discs = [DiscriminatorS(use_spectral_norm)]
-        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in PERIODS]
+        if width_divisor not in TEST_MPD_DIVISORS:
+            raise KoeError(f"MPD width divisor {width_divisor} is not one of {TEST_MPD_DIVISORS}",
+                           where=TEST_MPD_DIVISOR_ENV, fix=f"unset {TEST_MPD_DIVISOR_ENV} (tests only)")
+        discs = [DiscriminatorS(use_spectral_norm, width_divisor)]
+        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm, width_divisor=width_divisor)
+                  for p in PERIODS]
         self.discriminators = nn.ModuleList(discs)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
@@ -160,6 +177,55 @@ class DurationDiscriminator(nn.Module):
         return [self.forward_probability(x, dur) for dur in (dur_r, dur_hat)]
 
 
+class DurationDiscriminator22(nn.Module):
+    """2.2 duration discriminator: convolutions only, no LSTM (2.2 spec §3.4, §4.6; `DUR_*.pth` of 2.2).
+
+    Same constructor and call as `DurationDiscriminator`; each output depends on a 9-position window.
+    """
+
+    def __init__(self, in_channels: int, filter_channels: int, kernel_size: int, p_dropout: float,
+                 gin_channels: int = 0):
+        super().__init__()
+        self.in_channels = in_channels
+        self.filter_channels = filter_channels
+        self.gin_channels = gin_channels
+        pad = kernel_size // 2
+        self.drop = nn.Dropout(p_dropout)
+        self.conv_1 = nn.Conv1d(in_channels, filter_channels, kernel_size, padding=pad)
+        self.norm_1 = LayerNorm(filter_channels)
+        self.conv_2 = nn.Conv1d(filter_channels, filter_channels, kernel_size, padding=pad)
+        self.norm_2 = LayerNorm(filter_channels)
+        self.dur_proj = nn.Conv1d(1, filter_channels, 1)
+        self.pre_out_conv_1 = nn.Conv1d(2 * filter_channels, filter_channels, kernel_size, padding=pad)
+        self.pre_out_norm_1 = LayerNorm(filter_channels)
+        self.pre_out_conv_2 = nn.Conv1d(filter_channels, filter_channels, kernel_size, padding=pad)
+        self.pre_out_norm_2 = LayerNorm(filter_channels)
+        if gin_channels != 0:
+            self.cond = nn.Conv1d(gin_channels, in_channels, 1)
+        self.output_layer = nn.Sequential(nn.Linear(filter_channels, 1), nn.Sigmoid())
+
+    def forward_probability(self, x: torch.Tensor, x_mask: torch.Tensor, dur: torch.Tensor) -> torch.Tensor:
+        """x [B,F,T] features, dur [B,1,T] log-durations (not masked, as 2.2) -> probability [B,T,1]."""
+        x = torch.cat([x, self.dur_proj(dur)], dim=1)
+        x = self.drop(self.pre_out_norm_1(torch.relu(self.pre_out_conv_1(x * x_mask))))
+        x = self.drop(self.pre_out_norm_2(torch.relu(self.pre_out_conv_2(x * x_mask))))
+        return self.output_layer((x * x_mask).transpose(1, 2))
+
+    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, dur_r: torch.Tensor, dur_hat: torch.Tensor,
+                g: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Score two log-duration tensors [B,1,T_x] for hidden states x [B,C,T_x] (detached here).
+
+        Returns [prob for dur_r, prob for dur_hat], each [B, T_x, 1]. (2.2's training loop passes the
+        predicted durations first and the MAS ones second; see `vits.train.step`.)
+        """
+        x = torch.detach(x)
+        if g is not None:
+            x = x + self.cond(torch.detach(g))
+        x = self.drop(self.norm_1(torch.relu(self.conv_1(x * x_mask))))
+        x = self.drop(self.norm_2(torch.relu(self.conv_2(x * x_mask))))
+        return [self.forward_probability(x, x_mask, dur) for dur in (dur_r, dur_hat)]
+
+
 class WavLMDiscriminator(nn.Module):
     """Discriminator on stacked WavLM hidden states [B, slm_hidden*slm_layers, F] (`WD_*.pth`)."""
 
@@ -195,10 +261,16 @@ def build_discriminators(cfg) -> tuple[MultiPeriodDiscriminator, DurationDiscrim
         `model.use_duration_discriminator` is false.
     """
     m = cfg.model
-    mpd = MultiPeriodDiscriminator(m.use_spectral_norm)
+    divisor = os.environ.get(TEST_MPD_DIVISOR_ENV, "1")
+    if not divisor.isdigit():
+        raise KoeError(f"{TEST_MPD_DIVISOR_ENV}={divisor!r} is not a number", where=TEST_MPD_DIVISOR_ENV,
+                       fix=f"unset {TEST_MPD_DIVISOR_ENV}: it is for the test suite only")
+    mpd = MultiPeriodDiscriminator(m.use_spectral_norm, int(divisor))
     dur = None
     if m.use_duration_discriminator:
         gin = m.gin_channels if cfg.data.n_speakers != 0 else 0
-        dur = DurationDiscriminator(m.hidden_channels, m.hidden_channels, 3, 0.1, gin_channels=gin)
+        # A 2.2 voice (config architecture "2.2") has the convolutional variant.
+        kind = DurationDiscriminator22 if cfg.architecture == "2.2" else DurationDiscriminator
+        dur = kind(m.hidden_channels, m.hidden_channels, 3, 0.1, gin_channels=gin)
     wd = WavLMDiscriminator(m.slm.hidden, m.slm.nlayers, m.slm.initial_channel)
     return mpd, dur, wd

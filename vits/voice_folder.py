@@ -1,6 +1,9 @@
 """The voice folder `Data/<voice>/`: where every file of a voice lives, and how to find them.
 
 raw/<speaker>/...        ingested source audio (any format)
+clean/<speaker>/...      denoised copies of raw/ (python -m pipeline.clean; slicing prefers them)
+clean.json               which raw files the clean stage cleaned (resume state, errors)
+speaker_embeddings.npz   per-clip GE2E speaker embeddings (cache of the same-speaker check)
 wavs/<speaker>/*.wav     44.1 kHz mono 16-bit clips (+ .bert.pt / .spec.pt features beside each)
 esd.list                 wav|speaker|LANG|text (wav relative to the voice folder)
 esd.meta.json            per-clip transcription confidence and flags
@@ -15,6 +18,7 @@ onnx/                    ONNX graphs + metadata (python -m pipeline.export_onnx)
 logs/                    TensorBoard events, eval audio, job logs
 backups/                 timestamped copies of lists replaced by a stage or an edit
 report.json/.txt         health report
+train.lock               who is training the voice (`vits.voice_lock`; empty when nobody is)
 
 This module is the one place that knows these names; stages, the trainer, synthesis, the server and the
 studio ask it instead of joining strings themselves.
@@ -30,6 +34,9 @@ from pathlib import Path
 from vits.errors import KoeError
 
 RAW = "raw"
+CLEAN = "clean"
+CLEAN_MANIFEST = "clean.json"
+SPEAKER_EMBEDDINGS = "speaker_embeddings.npz"
 WAVS = "wavs"
 ESD_LIST = "esd.list"
 ESD_META = "esd.meta.json"
@@ -52,6 +59,7 @@ ONNX_METADATA = "koe_onnx.json"  # in an ONNX export folder; written last, so it
 USERDICT = "userdict.txt"
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
+TRAIN_LOCK = "train.lock"
 
 KINDS = ("G", "D", "DUR", "WD")
 _CHECKPOINT_NAME = re.compile(r"^(G|D|DUR|WD)_(\d+)\.pth$")
@@ -104,6 +112,16 @@ def speaker_for(path_in_root: Path, default: str) -> str:
     return safe_name(parts[0]) if len(parts) > 1 else safe_name(default)
 
 
+def clean_path(voice_dir: Path, raw_file: Path) -> Path:
+    """Where the clean stage writes the cleaned copy of a file under raw/: same relative name under clean/.
+
+    Always a WAV: `raw/a/x.wav` -> `clean/a/x.wav`, `raw/a/x.mp3` -> `clean/a/x.mp3.wav` (no clash with x.wav).
+    """
+    relative = Path(raw_file).relative_to(Path(voice_dir) / RAW)
+    name = relative.name if relative.suffix.lower() == ".wav" else relative.name + ".wav"
+    return Path(voice_dir) / CLEAN / relative.parent / name
+
+
 def list_clips(voice_dir: Path) -> list[tuple[str, str]]:
     """All clips under wavs/ as (path relative to the voice folder, speaker), sorted by path."""
     voice_dir = Path(voice_dir)
@@ -142,8 +160,10 @@ def resolve_wav(voice_dir: Path, wav_field: str) -> tuple[str, Path] | None:
         parts = p.parts
         candidates += [voice_dir.joinpath(*parts[i:]) for i in range(1, len(parts))]
         candidates.append(Path.cwd() / p)
-    for c in candidates:
-        if c.is_file():
+    base = Path(os.path.abspath(voice_dir))
+    for c in candidates:  # only files inside the voice folder: a list never leads a stage outside it
+        inside = Path(os.path.normpath(os.path.abspath(c))).is_relative_to(base)
+        if c.is_file() and (inside or c.resolve().is_relative_to(base.resolve())):
             return rel(c, voice_dir), c.resolve()
     return None
 
