@@ -101,6 +101,9 @@ def create_app(settings: Settings | None = None, *, api_key: str | None = None, 
         version="2.3",
         dependencies=[Depends(_key_check(api_key))],
     )
+    # The offline /docs page bundles Swagger UI 4 (swagger-ui-bundle), which renders OpenAPI 3.0 documents only
+    # ("does not specify a valid version field" for FastAPI's default 3.1.0).
+    app.openapi_version = "3.0.3"
     app.state.registry = registry
     app.state.settings = settings
     app.state.max_text_length = max_text_length
