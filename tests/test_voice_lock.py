@@ -168,9 +168,10 @@ def test_cli_and_torchrun_stop_at_once_on_a_busy_voice(voice, holder, tmp_path):
     assert out.returncode != 0
     errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "already training" in errors[0], out.stdout[-2000:] + out.stderr[-3000:]
-    # Every rank ended by itself: exit 1, or torchrun's SIGTERM (-15) to a rank already on its way out. A rank
-    # stuck in a collective would ignore SIGTERM (the trainer catches it) and be killed after 30 s (-9).
+    # Every rank ended by itself: exit 1, or torchrun's SIGTERM (-15) to a rank already on its way out, or (seen
+    # about 1 run in 5) SIGABRT (-6) from torch's C++ threads when that SIGTERM lands during interpreter teardown.
+    # A rank stuck in a collective would ignore SIGTERM (the trainer catches it) and be killed after 30 s (-9).
     codes = re.findall(r"exitcode\s*:\s*(-?\d+)", out.stderr)
-    assert codes and set(codes) <= {"1", "-15"}, out.stderr[-3000:]
+    assert codes and set(codes) <= {"1", "-15", "-6"}, out.stderr[-3000:]
     assert elapsed < 90, elapsed
     assert holder.poll() is None and lock_holder(voice).pid == holder.pid  # the running trainer is untouched

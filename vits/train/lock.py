@@ -20,7 +20,7 @@ from pathlib import Path
 from vits import voice_folder
 from vits.checkpoints import clean_leftover_saves
 from vits.errors import KoeError
-from vits.train.runtime import Runtime
+from vits.train.runtime import Runtime, shutdown_runtime
 from vits.voice_lock import VoiceBusy, VoiceLock
 
 
@@ -63,6 +63,9 @@ class TrainingLock:
             if box[0] is not None and refused is None:
                 refused = VoiceBusy(box[0])  # the other ranks: same message (rank 0 prints it)
         if refused is not None:
+            # Every rank knows by now: leave the process group before exiting (a rank that exits with a live gloo
+            # group while its peer has gone aborts with "terminate called without an active exception", exit -6).
+            shutdown_runtime(rt)
             raise refused
 
     def _clean_leftovers(self) -> None:
