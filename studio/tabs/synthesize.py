@@ -259,11 +259,14 @@ def build(ctx: Context) -> None:
                 f"✅ loaded `{target.name}` as an outside model")
 
     listed = gr.State([])
+    # The timer reads the selection from a State: a tick sent just before a voice change carried the old voice's
+    # checkpoint, which Gradio refused against the new voice's choices ("not in the list of choices").
+    chosen = gr.State(None)
     refresh_btn.click(refresh, [ctx.voice, checkpoint], [checkpoint, speaker])
     ctx.voice.change(refresh, ctx.voice, [checkpoint, speaker])
-    ctx.timer.tick(watch, [ctx.voice, checkpoint, listed], [checkpoint, speaker, listed], show_progress="hidden",
+    ctx.timer.tick(watch, [ctx.voice, chosen, listed], [checkpoint, speaker, listed], show_progress="hidden",
                    trigger_mode="once")
-    checkpoint.change(checkpoint_update, checkpoint, [speaker, emotion_row, model_md])
+    checkpoint.change(lambda g: (*checkpoint_update(g), g), checkpoint, [speaker, emotion_row, model_md, chosen])
     synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed,
                                  prompt_mode, emotion_text, emotion_audio], [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
