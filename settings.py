@@ -34,6 +34,16 @@ class Settings:
     base_model_22_folder: Path = field(default_factory=Path)
     host: str = "127.0.0.1"
     port: int = 7860
+    zh_polyphones: str = "rules"  # text.zh_polyphones: "rules" (dictionary + rules) or "g2pw" (model first)
+    g2pw_dir: Path = field(default_factory=Path)  # the G2PWModel folder (python -m pipeline.download g2pw)
+    g2pw_url: str = ""  # text.g2pw_url: another copy of G2PWModel_1.1.zip ("" = PaddleSpeech or ModelScope)
+
+    def use_text_frontend(self) -> None:
+        """Apply the text settings to this process's frontend (the g2pW polyphone model when chosen).
+        Raises KoeError when g2pW is chosen but its folder is incomplete."""
+        from vits.text.zh import g2pw
+
+        g2pw.configure(self.zh_polyphones, self.g2pw_dir, self.bert.get("ZH", Path()))
 
     def voice_dir(self, voice: str) -> Path:
         """The folder of voice `voice`, refusing names that would escape the data root."""
@@ -87,6 +97,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     base_model = raw.get("base_model") or {}
     base_model_22 = raw.get("base_model_22") or {}
     server = raw.get("server") or {}
+    text = raw.get("text") or {}
     return Settings(
         root=base,
         data_root=p(os.environ.get("KOE_DATA_ROOT") or raw.get("data_root"), "Data"),
@@ -106,4 +117,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         base_model_22_folder=p(base_model_22.get("folder"), "models/base/bert-vits2-2.2-clap"),
         host=str(server.get("host", "127.0.0.1")),
         port=int(server.get("port", 7860)),
+        zh_polyphones=str(text.get("zh_polyphones", "rules")),
+        g2pw_dir=p(text.get("g2pw_dir"), "models/g2pw/G2PWModel"),
+        g2pw_url=str(text.get("g2pw_url") or ""),
     )

@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/frontend_accuracy.py            # one line per category
     .venv/bin/python bench/frontend_accuracy.py --errors   # also every wrong sentence, expected vs got
+    .venv/bin/python bench/frontend_accuracy.py --zh-polyphones g2pw   # the g2pW model, then our rules
+
+"Which helps more" for Chinese polyphones: run it once with `rules` (the default: pypinyin's dictionary +
+our phrases and part-of-speech rules) and once with `g2pw` (python -m pipeline.download g2pw first; the
+model reads every polyphone, our phrases and rules still override it), and compare the zh categories.
 
 The corpus is tests/data/frontend_corpus/*.tsv and heldout/*.tsv (format: vits/text/corpus.py; heldout/ was
 written after the rules and never tuned on); tests/test_frontend_corpus.py holds the floors.
@@ -26,7 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--errors", action="store_true", help="print every wrong sentence")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="folder of .tsv files")
+    parser.add_argument("--zh-polyphones", choices=("rules", "g2pw"), default=None,
+                        help="override config.yml text.zh_polyphones (g2pw needs python -m pipeline.download g2pw)")
     args = parser.parse_args(argv)
+    import dataclasses
+
+    from settings import load_settings
+
+    settings = load_settings()
+    if args.zh_polyphones:
+        settings = dataclasses.replace(settings, zh_polyphones=args.zh_polyphones)
+    settings.use_text_frontend()
+    print(f"chinese polyphones: {settings.zh_polyphones}")
     start = time.perf_counter()
     total = right_total = 0
     for path in sorted(args.corpus.glob("*.tsv")) + sorted(args.corpus.glob("heldout/*.tsv")):

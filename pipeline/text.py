@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
 
     def body() -> int:
+        from settings import load_settings
+
+        load_settings().use_text_frontend()  # text.zh_polyphones: the g2pW model or the rules
         voice = cli.voice_path(a.voice)
         opts = TextOptions(val_per_speaker=a.val_per_speaker, max_val_total=a.max_val, seed=a.seed,
                            batch_size=a.batch_size, userdict=a.userdict)

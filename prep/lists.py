@@ -20,6 +20,7 @@ from vits.config import VoiceConfig
 from vits.errors import KoeError
 from vits.fileio import read_json, write_json
 from vits.lists import read_esd_list, wav_field, write_lines
+from vits.text.zh import g2pw
 from vits.voice_folder import (
     CONFIG,
     ESD_LIST,
@@ -144,6 +145,7 @@ def clean_line(text: str, language: str, user_dict=None):
 def _fingerprint(voice_dir: Path, esd: Path, opts: TextOptions, userdict: Path | None) -> str:
     h = hashlib.sha256(esd.read_bytes() if esd.is_file() else b"")
     h.update(repr(sorted(vars(opts).items())).encode())
+    h.update(g2pw.describe().encode())  # switching text.zh_polyphones changes the phones
     if userdict and userdict.is_file():
         h.update(userdict.read_bytes())
     root = voice_dir / WAVS

@@ -115,6 +115,7 @@ def launch(args) -> int:
         os.environ["KOE_DATA_ROOT"] = os.path.abspath(args.root)
     try:
         settings = load_settings(args.config)
+        settings.use_text_frontend()  # the review table's phone preview reads like the text stage
     except KoeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,8 +12,9 @@ import threading
 from functools import lru_cache
 
 from vits.symbols import PUNCTUATION
+from vits.text.zh import g2pw
 from vits.text.zh.opencpop import PINYIN_TO_PHONES, split_pinyin  # noqa: F401 (split_pinyin: public here too)
-from vits.text.zh.polyphones import fix_number_yi, fix_polyphones
+from vits.text.zh.polyphones import apply_readings, fix_number_yi, fix_polyphones
 from vits.text.zh.tone_sandhi import modified_tone, pre_merge
 
 _LOCK = threading.Lock()
@@ -95,6 +96,9 @@ def _sentence_g2p(sentence: str, forced: dict[str, list[tuple[str, str]]] | None
             seg = [(w.word, w.flag) for w in psg.lcut(text)]
         seg = pre_merge(seg, lambda w: [f for _, f in _word_pinyin(w)])
         words = [[word, pos, list(_word_pinyin(word))] for word, pos in seg]
+        model = g2pw.current_model()
+        if model is not None:  # the polyphone model first; our phrases and rules override it
+            apply_readings(words, model.readings("".join(w for w, _, _ in words)))
         fix_polyphones(words)
         chars, initials, finals = [], [], []
         for word, pos, pairs in words:

@@ -45,6 +45,18 @@ def _set(pairs: list[tuple[str, str]], i: int, syllable: str) -> None:
     pairs[i] = _split_final(syllable)
 
 
+def apply_readings(words: list[list], readings: dict[int, str]) -> None:
+    """Set the readings of a polyphone model ({char index in the joined words: TONE3 syllable}) in place;
+    `fix_polyphones` runs after it, so our phrases and rules still have the last word."""
+    index = 0
+    for _word, _pos, pairs in words:
+        for j in range(len(pairs)):
+            syllable = readings.get(index + j)
+            if syllable and split_pinyin(syllable) is not None:
+                _set(pairs, j, syllable)
+        index += len(pairs)
+
+
 def fix_polyphones(words: list[list]) -> None:
     """Correct readings in place; `words` is [[word, pos, pairs]] of one sentence, pairs being
     (initial, TONE3 final) per character. 得 and 着 read as verbs (dei3, de2, zhao2) get pos "v", so the
