@@ -11,7 +11,8 @@ needs the BERT models named in config.yml (python -m pipeline.download bert).
 A Bert-VITS2 2.2 (CLAP) voice also takes an emotion: --emotion-text "Happy" / "悲伤" (the default is "Happy")
 or --emotion-audio clip.wav (a reference clip whose emotion it takes); they need the CLAP model named in
 config.yml (python -m pipeline.download clap). 2.3 voices have no emotion input (the options are ignored,
-with a warning).
+with a warning). --style-text "..." --style-weight 0.7 mixes the BERT features of a second text into the text's
+(Bert-VITS2's style text; 0 = none, 1 = only the style text's features).
 Exit status: 0 written, 1 failed (message on stderr), 2 usage.
 """
 
@@ -55,6 +56,10 @@ def build_parser():
     parser.add_argument("--pause", type=float, default=d.pause,
                         help=f"seconds of silence between sentences (default {d.pause})")
     parser.add_argument("--seed", type=int, help="random seed for reproducible output")
+    parser.add_argument("--style-text", help="--text only: a text whose BERT features are mixed into the text's "
+                                             "(Bert-VITS2's style text, spec §7.7), e.g. a sentence in the mood wanted")
+    parser.add_argument("--style-weight", type=float, default=d.style_weight,
+                        help=f"0-1: how much of the style text's features (default {d.style_weight})")
     emotion = parser.add_mutually_exclusive_group()
     emotion.add_argument("--emotion-text", help='2.2 voices: emotion text prompt, e.g. "Happy" or "悲伤" (default Happy)')
     emotion.add_argument("--emotion-audio", help="2.2 voices: reference clip (wav/flac/ogg/mp3) whose emotion to take")
@@ -97,9 +102,15 @@ def run(args) -> Path:
     from settings import load_settings
     from vits.audio import join_with_pauses
     from vits.synthesis import Voice
+    from vits.text.style import check_style_weight
     from vits.voice_folder import userdict_for
 
+    check_style_weight(args.style_weight)  # fail before loading anything
+    if args.style_text and args.phones is not None:
+        raise KoeError("--style-text mixes BERT features, and --phones synthesis has none",
+                       fix="use --text for a style text, or leave --style-text out")
     settings = load_settings()
+    settings.use_text_frontend()
     voice_dir = cli.voice_path(args.voice, must_exist=False)  # a folder, a name, or a G file
     device = args.device or settings.resolved_device()
     _progress(0, None, message=f"loading {voice_dir}")
@@ -129,8 +140,9 @@ def run(args) -> Path:
         bert = BertFeatures({k: v for k, v in settings.bert.items()}, device=device)
 
         def pieces():
-            for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert,
-                                                              user_dict=user_dict, **knobs)):
+            for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert, user_dict=user_dict,
+                                                              style_text=args.style_text,
+                                                              style_weight=args.style_weight, **knobs)):
                 _progress(i + 1, None, item=sentence)
                 yield piece
 

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse
 from server.errors import ApiError
 from server.params import AddParams, validate
 from server.registry import ModelRegistry
+from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
 from vits.lists import LANGUAGES as LIST_LANGUAGES
 from vits.lists import read_cleaned_list
@@ -43,7 +44,7 @@ def add_hiyori_routes(app: FastAPI, registry: ModelRegistry) -> None:
              tags=["hiyoriUI"])
     async def models_add(model_path: str = Query(...), config_path: str | None = Query(None),
                          device: str | None = Query(None, description="default: the server's device"),
-                         language: str = Query("ZH", description="the model's default request language")):
+                         language: str = Query(SYNTHESIS.language, description="the model's default request language")):
         params = validate(AddParams, {"model_path": model_path, "config_path": config_path, "device": device,
                                       "language": language})
         entry = await registry.load(params.model_path, params.device, language=params.language,

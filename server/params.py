@@ -65,6 +65,7 @@ class VoiceParams(BaseModel):
     emotion: int | str | None = None
     prompt_mode: str | None = None
     reference_audio: bytes | None = Field(default=None, exclude=True)
+    # hiyoriUI's style text: its BERT features mixed into the text's at style_weight (spec §7.7); both voices
     style_text: str | None = None
     style_weight: float = SYNTHESIS.style_weight
 
@@ -122,8 +123,8 @@ class VoiceParams(BaseModel):
 
     def ignored(self, emotion_voice: bool = False) -> list[str]:
         """hiyoriUI parameters this request set that the voice has no use for (named in X-Ignored-Parameters):
-        the emotion ones unless it is a 2.2 (CLAP) voice, style_text always."""
-        names = ("style_text",) if emotion_voice else ("emotion", "prompt_mode", "reference_audio", "style_text")
+        the emotion ones unless it is a 2.2 (CLAP) voice."""
+        names = () if emotion_voice else ("emotion", "prompt_mode", "reference_audio")
         return [name for name in names if getattr(self, name) not in (None, "", b"")]
 
 

@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, api_key: str | None = None, 
         ApiError: a voice in `preload` cannot be found or loaded.
     """
     settings = settings or load_settings()
+    settings.use_text_frontend()  # the same Chinese polyphone reader as the text stage (config.yml text:)
     api_key = api_key if api_key is not None else (os.environ.get("KOE_API_KEY") or None)
     if registry is None:
         device = check_device(device) if device else settings.resolved_device()
@@ -192,6 +193,9 @@ def _check_voice_request(params: VoiceParams, limits: Limits) -> None:
     check_text_length(params.text, limits.max_text_length)
     if not params.text.strip():
         raise ApiError(422, "'text' is empty", "pass the text to speak, e.g. /voice?text=你好")
+    if params.style_text and len(params.style_text) > limits.max_text_length:
+        raise ApiError(413, f"style_text too long: {len(params.style_text)} characters, the limit is "
+                            f"{limits.max_text_length}", "a sentence or two of style text is enough")
     if params.auto_translate:
         raise ApiError(422, "auto_translate is not supported", "translate the text before sending it", code=20)
     if params.stream and params.format not in STREAM_FORMATS:
@@ -252,7 +256,7 @@ async def _synthesize_once(registry: ModelRegistry, limits: Limits, params: Voic
                        "'bert:' in config.yml) and restart the server")
     kwargs = dict(speaker=speaker, bert=bert_features, sdp_ratio=params.sdp_ratio, noise_scale=params.noise,
                   noise_scale_w=params.noisew, length_scale=params.length, seed=params.seed,
-                  user_dict=entry.user_dict)
+                  user_dict=entry.user_dict, style_text=params.style_text, style_weight=params.style_weight)
     emotion_voice = takes_emotion(entry.voice)
     if emotion_voice:
         kwargs["emo"] = await _emotion(registry, entry, params, limits.max_queue)

@@ -29,3 +29,7 @@ SYNTHESIS = SynthesisDefaults()
 # /voice without the parameter hear what they heard from Bert-VITS2's server; docs/api.md says so.
 HIYORI_SDP_RATIO = 0.2
 HIYORI_NOISE = 0.2  # hiyoriUI's `noise` (noise_scale) default, for the same reason
+
+# The Synthesize tab starts on AUTO (the language told per sentence), so whatever a new user types is read
+# in its own language the first time; the library, the CLI and the API default to SYNTHESIS.language.
+STUDIO_LANGUAGE = "AUTO"

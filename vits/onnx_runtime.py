@@ -317,12 +317,14 @@ class OnnxVoice:
     def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
                bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
                noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
-               seed: int | None = None, user_dict=None, emo=None):
+               seed: int | None = None, user_dict=None, emo=None, style_text: str | None = None,
+               style_weight: float = SYNTHESIS.style_weight):
         """Yield (sentence, float32 audio) per sentence, like `Voice.stream` (sentence i uses seed + i).
 
-        `emo`: the CLAP emotion vector of a 2.2 export (one for all sentences).
+        `emo`: the CLAP emotion vector of a 2.2 export (one for all sentences). `style_text`/`style_weight`:
+        a text whose BERT features are mixed into every segment's (spec §7.7, `vits.text.style`).
         Raises KoeError without BERT features or text frontend, a missing/unexpected emotion vector,
-        or for text with nothing to read.
+        a style weight outside [0, 1], or for text with nothing to read.
         """
         self.synthesizer._emotion(emo)  # fail before any text work
         if bert is None:
@@ -330,7 +332,9 @@ class OnnxVoice:
                            fix="pass bert=BertFeatures(model_dirs) (download the models with python -m "
                                "pipeline.download bert), or use OnnxSynthesizer.infer with arrays")
         import vits.text as text_mod
+        from vits.text.style import styled
 
+        bert = styled(bert, style_text, style_weight)  # the style vectors: once per language, here
         sid = self.speaker_id(speaker)
         language = language.upper()
         sentences = [text] if language == "MIX" else [s for s in text_mod.split_sentences(text) if s.strip()]
@@ -349,7 +353,8 @@ class OnnxVoice:
 
     def synthesize(self, text: str, language: str = SYNTHESIS.language, *, pause: float = SYNTHESIS.pause,
                    **kwargs) -> np.ndarray:
-        """All sentences of `stream` joined with `pause` seconds of silence. Raises KoeError as `stream`."""
+        """All sentences of `stream` joined with `pause` seconds of silence (keywords as `stream`, style_text and
+        style_weight included). Raises KoeError as `stream`."""
         from vits.audio import join_with_pauses
 
         pieces = (audio for _sentence, audio in self.stream(text, language, **kwargs))

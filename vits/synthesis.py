@@ -47,6 +47,7 @@ from vits.emotion import check_emotion
 from vits.errors import KoeError
 from vits.inference import Decoder
 from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
+from vits.text.style import styled
 
 BERT_DIM = 1024
 _SLOTS = ("bert", "ja_bert", "en_bert")
@@ -348,16 +349,19 @@ class Voice:
     def stream(self, text: str, language: str = SYNTHESIS.language, *, speaker: str | int | None = None,
                bert=None, sdp_ratio: float = SYNTHESIS.sdp_ratio, noise_scale: float = SYNTHESIS.noise_scale,
                noise_scale_w: float = SYNTHESIS.noise_scale_w, length_scale: float = SYNTHESIS.length_scale,
-               seed: int | None = None, user_dict=None, emo=None) -> Iterator[tuple[str, np.ndarray]]:
+               seed: int | None = None, user_dict=None, emo=None, style_text: str | None = None,
+               style_weight: float = SYNTHESIS.style_weight) -> Iterator[tuple[str, np.ndarray]]:
         """Synthesize text sentence by sentence; yields (sentence, float32 audio) as each one is ready.
 
         Takes the text, its language (ZH/JP/EN/AUTO, or MIX markup, which is synthesized as one
         utterance), the speaker, a `vits.text.bert.BertFeatures` for the BERT features (required), the
         sampling knobs, a seed (sentence i uses seed + i), an optional user pronunciation dictionary and,
-        for a 2.2 voice, the emotion vector `emo` ([512]; one for all sentences, as 2.2 does).
+        for a 2.2 voice, the emotion vector `emo` ([512]; one for all sentences, as 2.2 does), and a style text
+        mixed into every segment's BERT features at `style_weight` (spec §7.7, `vits.text.style`).
         Segments of one sentence in different languages are joined as Bert-VITS2's infer_multilang does
         (spec §6: later segments drop their leading blank/_/blank, all but the last their trailing _/blank).
-        Raises KoeError when the text frontend or BERT models are unavailable or the text has no speech.
+        Raises KoeError when the text frontend or BERT models are unavailable, the text has no speech or the
+        style weight is outside [0, 1].
         """
         emo = self.emotion_tensor(emo)
         text_mod = _text_module()
@@ -365,6 +369,7 @@ class Voice:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
                            fix="pass bert=BertFeatures(model_dirs) (download the models with "
                                "python -m pipeline.download bert), or use synthesize_phones")
+        bert = styled(bert, style_text, style_weight)  # the style vectors: once per language, here
         sid = self.speaker_id(speaker)
         language = language.upper()
         sentences = [text] if language == "MIX" else [s for s in text_mod.split_sentences(text) if s.strip()]
@@ -388,7 +393,7 @@ class Voice:
                    bert=None, pause: float = SYNTHESIS.pause, sdp_ratio: float = SYNTHESIS.sdp_ratio,
                    noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
                    length_scale: float = SYNTHESIS.length_scale, seed: int | None = None, user_dict=None,
-                   emo=None) -> np.ndarray:
+                   emo=None, style_text: str | None = None, style_weight: float = SYNTHESIS.style_weight) -> np.ndarray:
         """Synthesize text: every sentence of `stream`, joined with `pause` seconds of silence.
 
         Same arguments as `stream` (a 2.2 voice needs `emo`). Returns float32 mono audio at `sampling_rate`.
@@ -396,7 +401,8 @@ class Voice:
         """
         pieces = (audio for _sentence, audio in self.stream(
             text, language, speaker=speaker, bert=bert, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, length_scale=length_scale, seed=seed, user_dict=user_dict, emo=emo))
+            noise_scale_w=noise_scale_w, length_scale=length_scale, seed=seed, user_dict=user_dict, emo=emo,
+            style_text=style_text, style_weight=style_weight))
         return join_with_pauses(pieces, self.sampling_rate, pause)
 
     def _join_segments(self, segments, reals):

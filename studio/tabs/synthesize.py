@@ -22,7 +22,7 @@ from studio.tabs import Context, error_text
 from studio.voices import speakers
 from vits.clap import DEFAULT_TEXT_PROMPT, emotion_vector, takes_emotion
 from vits.config import VoiceConfig
-from vits.defaults import SYNTHESIS
+from vits.defaults import STUDIO_LANGUAGE, SYNTHESIS
 from vits.errors import KoeError
 from vits.voice_folder import config_for_checkpoint, generator_files, generator_step, safe_name
 
@@ -164,7 +164,7 @@ def build(ctx: Context) -> None:
                       placeholder="Type what the voice should say. Long text is spoken sentence by sentence.")
     with gr.Row():
         # AUTO: the text frontend tells the language per sentence, so any typed text works first time.
-        language = gr.Dropdown(LANGS, value="AUTO", label="Language", elem_id="synth-lang")
+        language = gr.Dropdown(LANGS, value=STUDIO_LANGUAGE, label="Language", elem_id="synth-lang")
         sdp = gr.Slider(0, 1, value=SYNTHESIS.sdp_ratio, step=0.05, label="sdp_ratio", elem_id="sdp-ratio")
         noise = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale, step=0.05, label="noise", elem_id="noise")
         noise_w = gr.Slider(0, 1.5, value=SYNTHESIS.noise_scale_w, step=0.05, label="noise_w", elem_id="noise-w")
@@ -173,6 +173,11 @@ def build(ctx: Context) -> None:
         pause = gr.Slider(0, 2, value=SYNTHESIS.pause, step=0.05, label="pause between sentences (s)",
                           elem_id="pause")
         seed = gr.Number(label="seed (-1 random)", value=-1, precision=0, elem_id="seed")
+    with gr.Row():  # Bert-VITS2's style text (spec §7.7): its BERT features are mixed into the text's
+        style_text = gr.Textbox(label="Style text (optional: a sentence in the mood you want)", elem_id="style-text",
+                                scale=3)
+        style_weight = gr.Slider(0, 1, value=SYNTHESIS.style_weight, step=0.05, label="Style weight",
+                                 elem_id="style-weight")
     with gr.Row(visible=False, elem_id="emotion-row") as emotion_row:  # shown for 2.2 (CLAP) voices only
         prompt_mode = gr.Radio([("Text prompt", "text"), ("Audio prompt", "audio")], value="text",
                                label="Emotion (Bert-VITS2 2.2-CLAP voice)", elem_id="prompt-mode")
@@ -220,7 +225,7 @@ def build(ctx: Context) -> None:
         return gr.update(choices=names, value=names[0] if names else None)
 
     def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value,
-                   mode, emo_text, emo_audio):
+                   mode, emo_text, emo_audio, style_txt, style_w):
         if not g_path:
             raise gr.Error("No checkpoint: train the voice first, or load an outside model.")
         if not (txt or "").strip():
@@ -234,7 +239,8 @@ def build(ctx: Context) -> None:
         seed_arg = None if seed_value is None or int(seed_value) < 0 else int(seed_value)
         sentences = speak(entry, bert, txt, language=lang, speaker=spk, gap=gap, seed=seed_arg,
                           sdp_ratio=float(sdp_ratio), noise_scale=float(noise_scale),
-                          noise_scale_w=float(noise_scale_w), length_scale=float(length_scale), **emotion)
+                          noise_scale_w=float(noise_scale_w), length_scale=float(length_scale), **emotion,
+                          style_text=style_txt or None, style_weight=float(style_w))
         pieces: list[np.ndarray] = []
         rate, t0 = entry.sampling_rate, time.time()
         try:
@@ -268,7 +274,8 @@ def build(ctx: Context) -> None:
                    trigger_mode="once")
     checkpoint.change(lambda g: (*checkpoint_update(g), g), checkpoint, [speaker, emotion_row, model_md, chosen])
     synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed,
-                                 prompt_mode, emotion_text, emotion_audio], [stream, full, status])
+                                 prompt_mode, emotion_text, emotion_audio, style_text, style_weight],
+                    [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
 
 

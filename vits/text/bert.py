@@ -199,6 +199,19 @@ class BertFeatures:
 
     # --- features -----------------------------------------------------------------------------------
 
+    def style_vector(self, text: str, language: str):
+        """The style vector of a style text (spec §7.7): `hidden_states[-3]` of `language`'s model averaged over
+        all tokens of the text ([CLS]/[SEP] included), as a [hidden] float32 numpy array.
+
+        The text is normalised by that language's frontend first (`vits.text.style.normalize_style_text`) and
+        tokenised as the main text is. Raises KoeError when the model folder is missing.
+        """
+        from vits.text.style import normalize_style_text
+
+        lang = str(language).upper()
+        ids = self.token_ids(Cleaned(lang, normalize_style_text(text, lang), [], [], []))
+        return self._hidden_states(self._get(lang), [ids])[0].mean(dim=0).numpy()
+
     def features(self, cleaned: Cleaned, add_blank: bool = True) -> torch.Tensor:
         """[hidden, T] float32 CPU features of one segment; T = 2*len(phones)+1 with add_blank.
 
