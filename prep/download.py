@@ -2,7 +2,8 @@
 
 Targets: `base` (the community Bert-VITS2 2.3 base model G/D/DUR/WD _0.pth), `base22` (the community
 Bert-VITS2 2.2-CLAP base model G/D/DUR _0.pth), `bert` (the three BERTs), `wavlm` (the WavLM discriminator),
-`clap` (laion/clap-htsat-fused, the emotion model of 2.2 voices), `whisper` (the configured Whisper model);
+`clap` (laion/clap-htsat-fused, the emotion model of 2.2 voices), `whisper` (the configured Whisper model),
+`g2pw` (the optional Chinese polyphone model; from PaddleSpeech or ModelScope, not the hub);
 groups `models` (bert + wavlm) and `all`. Files land where config.yml (`settings.Settings`) says, so the stages find them without
 further settings. The hub mirror comes from HF_ENDPOINT (the CLI sets it from --endpoint / hub.endpoint).
 """
@@ -177,8 +178,16 @@ def whisper_fix(name: str, root: str | Path, source: str = "openai") -> str:
             "whisper.model in config.yml to a .pt file you have")
 
 
+def download_g2pw(settings, log: Callable[[str], None] = _quiet) -> None:
+    """The g2pW Chinese polyphone model into text.g2pw_dir (prep/g2pw_download.py: not on the hub)."""
+    from prep.g2pw_download import download_g2pw as fetch
+
+    fetch(settings, log)
+
+
 TARGETS: dict[str, Callable] = {"base": download_base, "base22": download_base22, "bert": download_bert,
-                                "wavlm": download_wavlm, "clap": download_clap, "whisper": download_whisper}
+                                "wavlm": download_wavlm, "clap": download_clap, "whisper": download_whisper,
+                                "g2pw": download_g2pw}
 GROUPS = {"models": ["bert", "wavlm"], "all": list(TARGETS)}
 CHOICES = [*TARGETS, *GROUPS]
 
