@@ -284,6 +284,18 @@ class ModelRegistry:
                 self._bert = value
             return self._bert
 
+    def bert_for(self, entry: LoadedModel):
+        """The BERT features `entry` reads text with: an ONNX export's own BERT graphs when it has them
+        (`export_onnx --bert`: no torch), else the shared `bert()` (None without BERT models)."""
+        own = getattr(entry.voice, "bert", None) if entry.backend == "onnx" else None
+        return own if own is not None else self.bert()
+
+    @staticmethod
+    def bert_engine(entry: LoadedModel) -> str:
+        """In words, what reads the text of `entry`: "ONNX BERT (fp32)", "ONNX BERT (int8)" or "torch BERT"."""
+        own = getattr(entry.voice, "bert", None) if entry.backend == "onnx" else None
+        return f"ONNX BERT ({own.kind})" if own is not None else "torch BERT"
+
     # -- CLAP (the emotion prompts of 2.2 voices)
     def clap(self):
         """The shared `vits.clap.ClapEmbedder` (config.yml `clap:`), loaded on first use.
