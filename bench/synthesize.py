@@ -1,115 +1,88 @@
-"""CPU synthesis speed of the default Bert-VITS2 2.3 generator: the Voice facade vs the plain computation.
+"""CPU synthesis speed side by side with Bert-VITS2's code path: plain vs Voice vs ONNX, each in its own process.
 
-    .venv/bin/python bench/synthesize.py [--seconds 10] [--threads 2] [--repeat 2]
+    .venv/bin/python bench/synthesize.py --threads 2            # the lead's one-liner (~5 min on 2 cores)
+    .venv/bin/python bench/synthesize.py --threads 1 2 --repeat 3
 
-Random weights (build_generator(VoiceConfig()), 61M parameters), ~10 s of audio at 44.1 kHz, the default
-knobs (vits.defaults.SYNTHESIS: sdp_ratio 0.5, noise 0.6, noise_w 0.9). "plain" is what Bert-VITS2's infer.py does: eval mode, torch.no_grad,
-weight norm recomputed on every call, 1-D convolutions, the C library's default malloc settings. "Voice" is
-vits.synthesis.Voice: weight norm folded, torch.inference_mode, the decoder run as channels-last 2-D
-convolutions, freed memory kept for reuse (keep_freed_memory). All variants draw the same random numbers in
-the same order (same seed), so their audio must agree (max abs diff printed). Prints figures; never fails on
-time.
+Random weights of the default 2.3 generator (build_generator(VoiceConfig()), 61M parameters), the default
+knobs (vits.defaults.SYNTHESIS), one sentence (~3.6 s of audio) and 10 s. Every row is a fresh interpreter
+(bench/synth_variants.py: warm-up, then best of --repeat), so no variant inherits another's malloc
+state, thread pool or caches. "plain" is the anchor: Bert-VITS2's infer path (eval + no_grad, weight norm
+per call, 1-D convs, default malloc); see synth_variants.py for what each variant and mode does. All
+variants draw the same random numbers, so their audio must agree (max |diff| vs plain printed). Prints
+figures; never fails on time. On a shared machine the ratios swing: run it alone, twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
-import time
-import warnings
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+LENGTHS = {"sentence": (40, 3.6), "10 s": (120, 10.0)}  # phones, target seconds
+
+
+def _run(variant: str, mode: str, phones: int, seconds: float, threads: int, repeat: int, audio: str | None):
+    cmd = [sys.executable, str(HERE / "synth_variants.py"), variant, "--mode", mode, "--phones", str(phones),
+           "--seconds", str(seconds), "--threads", str(threads), "--repeat", str(repeat)]
+    if audio:
+        cmd += ["--audio", audio]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    print(f"  {variant} {mode} failed (exit {done.returncode}): {done.stderr.strip()[-400:]}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio length to synthesize (approx.)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs per variant (best is reported)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch/onnxruntime CPU threads")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per variant (best is reported)")
+    parser.add_argument("--variants", nargs="+", default=["plain", "voice", "onnx"])
     args = parser.parse_args(argv)
 
-    import torch
+    import numpy as np
 
-    from vits.config import VoiceConfig
-    from vits.defaults import SYNTHESIS
-    from vits.models import build_generator
-    from vits.symbols import intersperse
-    from vits.synthesis import Voice, keep_freed_memory
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    torch.set_num_threads(args.threads)
-    cfg = VoiceConfig()
-    torch.manual_seed(0)
-    plain = build_generator(cfg).eval()
-    torch.manual_seed(0)
-    fast_model = build_generator(cfg)  # same initial weights as `plain`
-
-    gen = torch.Generator().manual_seed(1)
-    n = 120
-    phones = torch.randint(1, 103, (n,), generator=gen).tolist()
-    ids, tones, langs = intersperse(phones), [0] * (2 * n + 1), [0] * (2 * n + 1)
-    t = len(ids)
-    bert, ja_bert, en_bert = (torch.randn(1024, t, generator=gen) for _ in range(3))
-    knobs = dict(sdp_ratio=SYNTHESIS.sdp_ratio, noise_scale=SYNTHESIS.noise_scale,
-                 noise_scale_w=SYNTHESIS.noise_scale_w)
-
-    def run_voice(v, length_scale, seed):
-        return v.synthesize_phones(ids, tones, langs, bert, ja_bert, en_bert, speaker=0, blanked=True,
-                                   length_scale=length_scale, seed=seed, **knobs)
-
-    def run_plain(length_scale, seed):
-        as_batch = [torch.tensor([seq]) for seq in (ids, tones, langs)]
-        with torch.no_grad():
-            torch.manual_seed(seed)
-            out = plain.infer(as_batch[0], torch.tensor([t]), torch.tensor([0]), as_batch[1], as_batch[2],
-                              bert[None], ja_bert[None], en_bert[None], length_scale=length_scale, **knobs)
-        return out[0].reshape(-1).numpy()
-
-    # Find the length scale that gives about --seconds of audio (random weights, random durations), with a
-    # stand-in decoder that only reports the frame count, so the search costs no decoding.
-    hop = cfg.data.hop_length
-    voice = Voice(fast_model, cfg, "cpu", tune_malloc=False)  # malloc stays default until the plain runs are done
-    voice_1d = Voice(voice.model, cfg, "cpu", fast_decoder=False, tune_malloc=False)  # folded + inference_mode
-    frames_only = Voice(voice.model, cfg, "cpu", decoder=lambda z, g: torch.zeros(z.shape[-1] * hop),
-                        tune_malloc=False)
-    length_scale = 1.0
-    for _ in range(4):
-        samples = len(run_voice(frames_only, length_scale, seed=7))
-        length_scale *= args.seconds * cfg.data.sampling_rate / samples
-    del frames_only
-
-    def timed(fn, repeat):
-        best, best_cpu, out = float("inf"), float("inf"), None
-        for _ in range(repeat):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            out = fn()
-            best = min(best, time.perf_counter() - start)
-            best_cpu = min(best_cpu, time.process_time() - start_cpu)
-        return (best, best_cpu), out
-
-    # The plain computation runs first, with the C library's default malloc settings, as in Bert-VITS2;
-    # Voice then switches the process to keep freed memory (keep_freed_memory), which helps both.
-    t_plain, ref = timed(lambda: run_plain(length_scale, seed=7), args.repeat)
-    keep_freed_memory()  # what Voice does by default on CPU
-    t_fast, out_fast = timed(lambda: run_voice(voice, length_scale, seed=7), args.repeat)
-    t_1d, out_1d = timed(lambda: run_voice(voice_1d, length_scale, seed=7), 1)
-    t_plain_tuned, out_plain_tuned = timed(lambda: run_plain(length_scale, seed=7), 1)
-    seconds = len(ref) / cfg.data.sampling_rate
-    print(f"default 2.3 generator, {seconds:.2f} s of audio ({t} tokens), {args.threads} threads, best of "
-          f"{args.repeat} (1 for the middle rows); wall time (CPU time of all threads), RTF = wall / audio")
-    rows = [("plain (weight norm per call, no_grad, 1-D convs)", t_plain, ref),
-            ("  the same after keep_freed_memory()", t_plain_tuned, out_plain_tuned),
-            ("folded + inference_mode + keep_freed_memory", t_1d, out_1d),
-            ("Voice (all of that + channels-last decoder)", t_fast, out_fast)]
+    print("command: " + " ".join([Path(sys.executable).name, "bench/synthesize.py"] + sys.argv[1:]))
     worst = 0.0
-    for name, (wall, cpu), out in rows:
-        diff = float(abs(out - ref).max()) if out.shape == ref.shape else float("inf")
-        worst = max(worst, diff)
-        print(f"  {name:50s} {wall:6.2f} s ({cpu:6.2f} s CPU)  RTF {wall / seconds:.3f}  "
-              f"x{t_plain[0] / wall:.2f} wall, x{t_plain[1] / cpu:.2f} CPU  max|diff| {diff:.1e}")
+    with tempfile.TemporaryDirectory(prefix="koe-bench-synth-") as tmp:
+        for threads in args.threads:
+            print(f"\n{threads} thread(s), best of {args.repeat}, wall seconds; xN = plain / variant (wall, and CPU "
+                  "time of all threads, steadier on a busy box)")
+            jobs = [(name, "synth", *LENGTHS[name]) for name in LENGTHS]
+            jobs += [("sentence + BERT", "bert", *LENGTHS["sentence"]),
+                     ("first audio, 10 sentences", "first", *LENGTHS["sentence"])]
+            for label, mode, phones, seconds in jobs:
+                row, anchor, anchor_cpu, ref = [], None, None, None
+                for variant in args.variants:
+                    if mode == "first" and variant == "onnx":
+                        continue  # the stream is Voice's; OnnxVoice streams the same way
+                    audio = str(Path(tmp) / f"{variant}.npy") if mode == "synth" else None
+                    result = _run(variant, mode, phones, seconds, threads, args.repeat, audio)
+                    if result is None:
+                        continue
+                    cell = f"{variant} {result['best_s']:6.3f} s"
+                    if variant == "plain":
+                        anchor = result["best_s"]
+                        ref = np.load(audio) if audio else None
+                        anchor_cpu = result["cpu_s"]
+                    elif anchor:
+                        cell += f" x{anchor / result['best_s']:.2f} (CPU x{anchor_cpu / result['cpu_s']:.2f})"
+                    if audio and ref is not None and variant != "plain":
+                        got = np.load(audio)
+                        diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+                        if variant == "voice":  # the torch path must give the plain audio (ONNX: printed)
+                            worst = max(worst, diff)
+                        cell += f" (max|diff| {diff:.1e})"
+                    row.append(cell)
+                audio_s = f"{result['audio_s']:.2f} s audio" if result else ""
+                print(f"  {label:27s} {audio_s:14s} " + "   ".join(row))
     if not worst < 1e-3:
-        print("  WARNING: outputs differ by more than 1e-3")
+        print("WARNING: Voice's audio differs from plain by more than 1e-3")
     return 0
 
 
