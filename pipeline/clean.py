@@ -1,7 +1,11 @@
 """Clean the recordings in Data/<voice>/raw/ before slicing: denoise with DeepFilterNet3.
 
-    python -m pipeline.clean Data/myvoice --denoise
-    python -m pipeline.clean --input in.wav --output out.wav --denoise
+    python -m pipeline.clean Data/myvoice --denoise [--separate]
+    python -m pipeline.clean --input in.wav --output out.wav --denoise [--separate]
+
+--separate keeps the vocals and drops music/BGM with a UVR MDX-Net model (UVR-MDX-NET-Voc_FT.onnx under
+<models_dir>/separator/, from `python -m pipeline.download separator`); with --denoise too, separation runs
+first.
 
 Writes 48 kHz mono 16-bit WAVs to clean/ with the same relative names (raw/ is never modified);
 `python -m pipeline.slice` then cuts clips from clean/ wherever a cleaned copy exists (delete clean/ to
@@ -27,26 +31,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, help="clean one file (any audio format) instead of a voice")
     parser.add_argument("--output", type=Path, help="where --input's cleaned WAV goes")
     parser.add_argument("--denoise", action="store_true", help="remove noise with DeepFilterNet3")
+    parser.add_argument("--separate", action="store_true",
+                        help="keep the vocals, drop music/BGM (UVR MDX-Net; runs before --denoise)")
+    parser.add_argument("--separator-model", type=Path, default=None,
+                        help="the MDX-Net .onnx (default: <models_dir>/separator/UVR-MDX-NET-Voc_FT.onnx)")
+    parser.add_argument("--config", default=None, help="config.yml with the models folder")
     parser.add_argument("--force", action="store_true", help="clean every recording again")
     a = parser.parse_args(argv)
     if (a.input is None) != (a.output is None):
         parser.error("--input and --output go together")
     if (a.voice is None) == (a.input is None):
         parser.error("give a voice folder, or --input and --output (not both)")
-    if not a.denoise:
-        parser.error("choose a cleaning step: --denoise")
+    if not (a.denoise or a.separate):
+        parser.error("choose a cleaning step: --denoise and/or --separate")
 
     def body() -> int:
         cli.limit_threads()
+        separator_model = a.separator_model
+        if a.separate and separator_model is None:
+            from prep.separate import model_path
+            from settings import load_settings
+
+            separator_model = model_path(load_settings(a.config).models_dir)
         if a.input is not None:
             if not a.input.is_file():
                 raise KoeError("input file not found", where=str(a.input), fix="check the path")
-            res = clean_file(a.input, a.output, denoise=a.denoise)
+            separator = None
+            if a.separate:
+                from prep.separate import Separator
+
+                separator = Separator(separator_model)
+            res = clean_file(a.input, a.output, denoise=a.denoise, separate=a.separate, separator=separator)
             cli.finish("clean", f"{res.output}: {res.seconds:.1f} s cleaned ({', '.join(res.steps)})",
                        seconds=round(res.seconds, 3))
             return 0
         voice = cli.voice_path(a.voice)
-        manifest = clean_voice(voice, denoise=a.denoise, force=a.force, progress=cli.progress_printer("clean"))
+        manifest = clean_voice(voice, denoise=a.denoise, separate=a.separate, separator_model=separator_model,
+                               force=a.force, progress=cli.progress_printer("clean"))
         failed = {k: v["error"] for k, v in manifest.items() if v.get("error")}
         for name, reason in failed.items():
             cli.warn(f"{name}: {reason}")

