@@ -106,7 +106,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         models_dir=p(raw.get("models_dir"), "models"),
         bert={lang: p(bert.get(lang), f"models/bert/{name}") for lang, name in (
             ("ZH", "chinese-roberta-wwm-ext-large"), ("JP", "deberta-v2-large-japanese-char-wwm"),
-            ("EN", "deberta-v3-large"))},
+            ("EN", "deberta-v3-large"), ("KO", "klue-roberta-large"))},
         wavlm=p(raw.get("wavlm"), "models/slm/wavlm-base-plus"),
         clap=p(raw.get("clap"), "models/emotional/clap-htsat-fused"),
         whisper_model=str(whisper.get("model", "medium")),

@@ -1,11 +1,12 @@
 """Download the models the stages need (explicit only; nothing downloads at import or in tests).
 
-    python -m pipeline.download {base,base22,bert,wavlm,clap,whisper,g2pw,models,all} [--endpoint https://hf-mirror.com] [--config config.yml] [--source openai|hub] [--model NAME]
+    python -m pipeline.download {base,base22,bert,wavlm,clap,whisper,g2pw,separator,models,all} [--endpoint https://hf-mirror.com] [--config config.yml] [--source openai|hub] [--model NAME]
 
 base: the Bert-VITS2 2.3 base model; base22: the Bert-VITS2 2.2-CLAP base model; bert: the three BERTs;
 wavlm: the WavLM discriminator; clap: laion/clap-htsat-fused (emotion of 2.2 voices); whisper: the
 config.yml Whisper model; g2pw: the optional Chinese polyphone model (text.zh_polyphones: g2pw; from
-PaddleSpeech, or ModelScope when a hub mirror is set, or config.yml text.g2pw_url); models = bert + wavlm; all = everything. The endpoint (a Hugging Face mirror)
+PaddleSpeech, or ModelScope when a hub mirror is set, or config.yml text.g2pw_url); separator: the UVR
+MDX-Net vocal separation model (pipeline.clean --separate); models = bert + wavlm; all = everything. The endpoint (a Hugging Face mirror)
 comes from --endpoint, else config.yml `hub.endpoint`, else HF_ENDPOINT. Files land where config.yml
 says, so the stages find them without further settings. Whisper's source (--source): `openai` (the .pt
 from OpenAI's server, which a mirror does not reach) or `hub` (openai/whisper-<name> from the hub or the

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bert-zh", default=None, help="Chinese BERT folder (default from config.yml)")
     p.add_argument("--bert-jp", default=None, help="Japanese BERT folder (default from config.yml)")
     p.add_argument("--bert-en", default=None, help="English BERT folder (default from config.yml)")
+    p.add_argument("--bert-ko", default=None, help="Korean BERT folder, klue/roberta-large (default from config.yml)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default from config.yml)")
     p.add_argument("--num-gpus", type=int, default=1, help="split the work over this many GPUs (cuda:0..N-1)")
     p.add_argument("--batch-size", type=int, default=UTTERANCES_PER_BATCH,
@@ -73,7 +74,7 @@ def _model_dirs(args) -> tuple[dict[str, Path], str, Path]:
 
     settings = load_settings(args.config)
     dirs = dict(settings.bert)
-    for lang, value in (("ZH", args.bert_zh), ("JP", args.bert_jp), ("EN", args.bert_en)):
+    for lang, value in (("ZH", args.bert_zh), ("JP", args.bert_jp), ("EN", args.bert_en), ("KO", args.bert_ko)):
         if value:
             dirs[lang] = Path(value).resolve()
     settings.use_hub_endpoint()

@@ -40,7 +40,8 @@ def build_parser():
     what.add_argument("--phones", help='cleaned phones, space-separated, e.g. "_ n i h ao . _"')
     parser.add_argument("--tones", help="raw tones for --phones, space-separated (one per phone)")
     parser.add_argument("--language", default=d.language,
-                        help=f"ZH, JP, EN; for --text also AUTO or MIX ([ZH]..[ZH] markup) (default {d.language})")
+                        help=f"ZH, JP, EN, KO (Korean-enabled voices); for --text also AUTO or MIX ([ZH]..[ZH] "
+                             f"markup) (default {d.language})")
     parser.add_argument("--speaker", help="speaker name or id (default: the first speaker)")
     parser.add_argument("--out", required=True, help="output .wav file")
     parser.add_argument("--checkpoint", help="a particular G_<step>.pth (name inside models/ or a path)")

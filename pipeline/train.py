@@ -41,6 +41,8 @@ def _print(line: str) -> None:
 
 
 def _train(args) -> int:
+    from pipeline.score import score_options
+    from prep.score import TrainingScorer
     from settings import load_settings
     from vits.train import DataProblems, TrainOptions, train
     from vits.voice_lock import VoiceBusy
@@ -55,7 +57,8 @@ def _train(args) -> int:
     opts = TrainOptions(voice_dir=voice, max_steps=args.max_steps, batch_size=args.batch_size, base=base,
                         wavlm=wavlm, use_wavlm=False if args.no_wavlm else None,
                         device=args.device or settings.device,
-                        num_workers=args.num_workers)
+                        num_workers=args.num_workers,
+                        scorer=TrainingScorer(voice, score_options(settings, args.device)))
     try:
         result = train(opts, log=_print)
     except (DataProblems, VoiceBusy) as exc:

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("transcribe", __doc__)
     parser.add_argument("voice", help=cli.VOICE_HELP)
     parser.add_argument("--model", help="Whisper name (tiny ... large-v3) or .pt path (default: config.yml)")
-    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "ko", "auto"])
     parser.add_argument("--prompt", help="initial prompt (vocabulary, punctuation style)")
     parser.add_argument("--beam-size", type=int, default=TranscribeOptions.beam_size)
     parser.add_argument("--batch-size", type=int, default=TranscribeOptions.clips_per_decode,

@@ -3,7 +3,8 @@
 Targets: `base` (the community Bert-VITS2 2.3 base model G/D/DUR/WD _0.pth), `base22` (the community
 Bert-VITS2 2.2-CLAP base model G/D/DUR _0.pth), `bert` (the three BERTs), `wavlm` (the WavLM discriminator),
 `clap` (laion/clap-htsat-fused, the emotion model of 2.2 voices), `whisper` (the configured Whisper model),
-`g2pw` (the optional Chinese polyphone model; from PaddleSpeech or ModelScope, not the hub);
+`g2pw` (the optional Chinese polyphone model; from PaddleSpeech or ModelScope, not the hub), `separator`
+(UVR-MDX-NET-Voc_FT.onnx for vocal/BGM separation);
 groups `models` (bert + wavlm) and `all`. Files land where config.yml (`settings.Settings`) says, so the stages find them without
 further settings. The hub mirror comes from HF_ENDPOINT (the CLI sets it from --endpoint / hub.endpoint).
 """
@@ -77,10 +78,17 @@ def _download_base_files(repo: str, folder: Path, files: tuple[str, ...], log: C
 
 
 def download_bert(settings, log: Callable[[str], None] = _quiet) -> None:
-    """The three BERT models into the config.yml folders (skips folders that already hold a model)."""
+    """The BERT models into the config.yml folders (skips folders that already hold a model).
+
+    ZH/JP/EN always; KO (klue/roberta-large) too when $KOE_KOREAN=1 or its config.yml folder exists.
+    """
     from vits.text.bert import download_bert_models
 
-    download_bert_models(("ZH", "JP", "EN"), model_dirs=settings.bert,
+    languages = ["ZH", "JP", "EN"]
+    ko_folder = settings.bert.get("KO")
+    if os.environ.get("KOE_KOREAN") == "1" or (ko_folder is not None and Path(ko_folder).is_dir()):
+        languages.append("KO")
+    download_bert_models(tuple(languages), model_dirs=settings.bert,
                          endpoint=os.environ.get("HF_ENDPOINT") or None, log=log)
 
 
@@ -185,9 +193,37 @@ def download_g2pw(settings, log: Callable[[str], None] = _quiet) -> None:
     fetch(settings, log)
 
 
+def download_separator(settings, log: Callable[[str], None] = _quiet) -> None:
+    """UVR-MDX-NET-Voc_FT.onnx (vocal/BGM separation, prep/separate.py) into <models_dir>/separator/.
+
+    Skipped when the file is already there; the download is checked by loading it (input shape included).
+    Raises KoeError when the hub (or mirror) lacks the file or the file does not load."""
+    from prep.separate import DEFAULT_MODEL, SEPARATOR_REPO, UVR_RELEASES, Separator, model_path
+
+    target = model_path(settings.models_dir, DEFAULT_MODEL)
+    if target.is_file():
+        log(f"{target} is already there; delete it to download it again")
+        return
+    staging = target.parent / ".download"
+    log(f"downloading {DEFAULT_MODEL} from {SEPARATOR_REPO} to {target.parent}")
+    _snapshot(SEPARATOR_REPO, staging, [DEFAULT_MODEL])
+    found = sorted(staging.rglob(DEFAULT_MODEL))
+    if not found:
+        raise KoeError(f"{DEFAULT_MODEL} not found in {SEPARATOR_REPO}", where=str(target.parent),
+                       fix=f"download it from {UVR_RELEASES} and put it at {target}")
+    try:
+        Separator(found[0])
+    except KoeError as exc:
+        raise KoeError(f"the downloaded {DEFAULT_MODEL} is not usable ({exc.problem})", where=str(found[0]),
+                       fix=f"delete {staging} and run the command again, or download it from {UVR_RELEASES}") from None
+    shutil.move(str(found[0]), target)
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"saved {target}")
+
+
 TARGETS: dict[str, Callable] = {"base": download_base, "base22": download_base22, "bert": download_bert,
                                 "wavlm": download_wavlm, "clap": download_clap, "whisper": download_whisper,
-                                "g2pw": download_g2pw}
+                                "g2pw": download_g2pw, "separator": download_separator}
 GROUPS = {"models": ["bert", "wavlm"], "all": list(TARGETS)}
 CHOICES = [*TARGETS, *GROUPS]
 

@@ -73,7 +73,7 @@ def read_lists(voice_dir: Path, lists=DEFAULT_LISTS) -> tuple[list[Item], list[s
                 problems.append(str(exc))
                 continue
             if cl.language not in LANGUAGES:
-                problems.append(f"{where}: unknown language {cl.language!r} (use ZH, JP or EN)")
+                problems.append(f"{where}: unknown language {cl.language!r} (use ZH, JP, EN or KO)")
                 continue
             if len(cl.tones) != len(cl.phones) or sum(cl.word2ph) != len(cl.phones):
                 problems.append(f"{where}: {len(cl.phones)} phones, {len(cl.tones)} tones, word2ph sums to "

@@ -216,6 +216,7 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
     result.dropped += [DroppedLine(p.line_no, wav_field(p.text), "malformed", p.reason) for p in problems]
     seen: dict[str, int] = {}
     per_speaker: dict[str, list[str]] = {}
+    has_korean = False
     notes: dict[str, list[str]] = {}
     total = len(entries)
     for i, e in enumerate(entries, 1):
@@ -236,6 +237,7 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
                                                   f"{type(exc).__name__}: {exc}"))
             else:
                 per_speaker.setdefault(e.speaker, []).append(cleaned.to_line(found[0], e.speaker))
+                has_korean = has_korean or cleaned.language == "KO"
                 if line_notes:
                     notes[found[0]] = line_notes
         if progress:
@@ -267,6 +269,12 @@ def build_filelists(voice_dir: str | os.PathLike, opts: TextOptions | None = Non
     cfg.data.validation_files = VAL_LIST
     if cfg.architecture != "2.2":  # a 2.2-CLAP voice (prep/voice_version.py) stays 2.2
         cfg.version = "2.3"
+    if has_korean and not cfg.korean:
+        if cfg.architecture == "2.2":
+            raise KoeError("Korean lines in a 2.2 (CLAP) voice: Korean needs the 2.3 network", where=str(esd),
+                           fix="remove the KO lines or make the voice a 2.3 one")
+        cfg.model.num_languages = 4  # the Korean-enabled network (docs/korean.md); never switched back off
+        result.notes.append("Korean lines: the voice uses the Korean-enabled network (model.num_languages = 4)")
     if opts.batch_size:
         cfg.train.batch_size = int(opts.batch_size)
     suggested = suggest_batch_size(gpu_memory())

@@ -24,14 +24,14 @@ from vits.fileio import read_json, write_json
 from vits.lists import read_esd_list, wav_field, write_lines
 from vits.voice_folder import ESD_LIST, ESD_META, WAVS, list_clips
 
-WHISPER_TO_LANG = {"zh": "ZH", "ja": "JP", "en": "EN"}
+WHISPER_TO_LANG = {"zh": "ZH", "ja": "JP", "en": "EN", "ko": "KO"}
 EXCLUDING_FLAGS = frozenset({"empty", "no_speech", "repetition", "high_compression", "text_too_long",
                              "subtitle_credit", "unsupported_language", "clip_over_30s"})
 # Phrases Whisper invents over silence/music (from subtitle credits in its training data).
 _CREDITS = re.compile(r"字幕|订阅|訂閱|点赞|點贊|ご視聴|チャンネル登録|thanks? for watching|amara\.org|subscribe",
                       re.IGNORECASE)
 _REPEAT = re.compile(r"(.{2,30}?)\1{3,}|(.)\2{7,}", re.DOTALL)
-_MAX_CHARS_PER_SECOND = {"ZH": 12.0, "JP": 15.0, "EN": 30.0}
+_MAX_CHARS_PER_SECOND = {"ZH": 12.0, "JP": 15.0, "EN": 30.0, "KO": 12.0}
 
 
 @dataclass
@@ -39,7 +39,7 @@ class TranscribeOptions:
     """Whisper settings. `model` is a name (tiny ... large-v3) or a path to a .pt checkpoint."""
 
     model: str = "medium"
-    language: str = "auto"  # zh | ja | en | auto
+    language: str = "auto"  # zh | ja | en | ko | auto
     initial_prompt: str | None = None
     beam_size: int = 5
     clips_per_decode: int = 8  # clips Whisper decodes together (GPU memory), not the training batch size
@@ -228,7 +228,7 @@ def transcribe_voice(voice_dir: str | os.PathLike, opts: TranscribeOptions | Non
     voice_dir = Path(voice_dir)
     opts = opts or TranscribeOptions()
     if opts.language not in ("auto", *WHISPER_TO_LANG):
-        raise KoeError(f"unsupported language {opts.language!r}", fix="use zh, ja, en or auto")
+        raise KoeError(f"unsupported language {opts.language!r}", fix="use zh, ja, en, ko or auto")
     if model is None:
         check_model_spec(opts.model)  # a wrong path fails now, not after a resume finds work
     clips = list_clips(voice_dir)

@@ -19,7 +19,7 @@ from server.errors import ApiError
 from vits.defaults import HIYORI_NOISE, HIYORI_SDP_RATIO, SYNTHESIS
 from vits.lists import normalize_language
 
-LANGUAGES = ("ZH", "JP", "EN", "AUTO", "MIX")
+LANGUAGES = ("ZH", "JP", "EN", "KO", "AUTO", "MIX")
 DEFAULT_MAX_TEXT = 2000
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_MODELS = 4

@@ -249,7 +249,7 @@ async def _synthesize_once(registry: ModelRegistry, limits: Limits, params: Voic
     if params.language is None:  # hiyoriUI: a request without a language speaks the model's default one
         params = params.model_copy(update={"language": entry.language})
     speaker = resolve_speaker(entry, params)
-    bert_features = await asyncio.to_thread(registry.bert)
+    bert_features = await asyncio.to_thread(registry.bert_for, entry)  # an ONNX export's own BERT graphs first
     if bert_features is None:
         raise ApiError(503, "this server has no BERT models, so it cannot read text",
                        "download them with `python -m pipeline.download bert` (into the folders named under "

@@ -17,7 +17,7 @@ from studio.tabs import Context, error_text
 from studio.voices import create_voice, list_voices
 from vits.errors import KoeError
 
-TABS = ["Dataset", "Preprocess", "Train", "Synthesize", "Export"]
+TABS = ["Dataset", "Preprocess", "Train", "Synthesize", "Export", "Merge"]
 LOADING_VOICES = "⏳ Loading voices…"
 # The studio trains on the same GPU: keep one voice in memory, for the tab and the API together.
 STUDIO_MAX_MODELS = 1
@@ -36,7 +36,7 @@ def build(settings: Settings, runner: JobRunner | None = None, config_path: str 
     gr.Blocks."""
     import gradio as gr
 
-    from studio.tabs import dataset, export, preprocess, synthesize, train
+    from studio.tabs import dataset, export, merge, preprocess, synthesize, train
 
     runner = runner or JobRunner(settings)
     refresh_s = refresh_s or float(os.environ.get("KOE_STUDIO_REFRESH_S", "2"))
@@ -57,7 +57,7 @@ def build(settings: Settings, runner: JobRunner | None = None, config_path: str 
         # (seen: the two menu updates left the page re-firing its voice.change events).
         voice_md = gr.Markdown(LOADING_VOICES, elem_id="voice-status")
         ctx.timer = gr.Timer(refresh_s)
-        for name, module in zip(TABS, (dataset, preprocess, train, synthesize, export)):
+        for name, module in zip(TABS, (dataset, preprocess, train, synthesize, export, merge)):
             with gr.Tab(name, id=name.lower(), elem_id=f"tab-{name.lower()}"):
                 module.build(ctx)
 

@@ -17,10 +17,12 @@ from vits.voice_folder import (
     CONFIG,
     ESD_LIST,
     ESD_META,
+    MERGE_RECIPE,
     MODELS,
     RAW,
     REPORT_JSON,
     REPORT_TXT,
+    SCORES,
     TRAIN_LIST,
     VAL_LIST,
     WAVS,
@@ -60,7 +62,7 @@ def slice_audio(voice_dir: Path, min_sec: float | None = None, max_sec: float | 
     return Command(_module("slice", *args), [f"{WAVS}/*/*.wav"])
 
 
-WHISPER_LANG = {"ZH": "zh", "JP": "ja", "EN": "en", "auto": "auto"}
+WHISPER_LANG = {"ZH": "zh", "JP": "ja", "EN": "en", "KO": "ko", "auto": "auto"}
 
 
 def transcribe(voice_dir: Path, language: str | None = None, model: str | None = None,
@@ -142,6 +144,11 @@ def export_onnx(voice_dir: Path, checkpoint: str | None = None) -> Command:
     return Command(_module("export_onnx", *args), ["onnx/*.onnx"])
 
 
+def score(voice_dir: Path, force: bool = False) -> Command:
+    """Checkpoint scoring (ASR CER + speaker similarity) into logs/scores.json: `pipeline.score`."""
+    return Command(_module("score", str(voice_dir), *(["--force"] if force else [])), [SCORES], gpu=True)
+
+
 def download(what: str, endpoint: str | None = None, source: str | None = None, model: str | None = None) -> Command:
     """Model downloads (base model, BERTs, WavLM, Whisper) through `pipeline.download`; for Whisper, `source`
     (openai/hub; None: hub when a mirror is set) and `model` (a name; None: config.yml's)."""
@@ -150,3 +157,23 @@ def download(what: str, endpoint: str | None = None, source: str | None = None, 
     _opt(args, "--source", source)
     _opt(args, "--model", model)
     return Command(args, [])
+
+
+def merge(out_dir: Path, sources: dict[str, tuple[str, str | None]], method: str, weight, groups: dict,
+          slerp: bool = False, speakers: str = "match") -> Command:
+    """`pipeline.merge` into `out_dir`: `sources` maps "a"/"b"/"c" to (voice folder, G file or None); `weight`
+    and each of `groups` (timbre/pitch/style/rhythm) are a number, or a,b,c for weighted_sum."""
+    def spelled(value) -> str:
+        return ",".join(f"{float(v):g}" for v in value) if isinstance(value, (tuple, list)) else f"{float(value):g}"
+
+    args = []
+    for role, (voice, checkpoint) in sources.items():
+        args += [f"--{role}", str(voice)]
+        _opt(args, f"--{role}-checkpoint", checkpoint)
+    args += ["--method", method, "--weights" if method == "weighted_sum" else "--weight", spelled(weight)]
+    for group, value in groups.items():
+        args += [f"--{group}", spelled(value)]
+    if slerp:
+        args.append("--slerp")
+    args += ["--speakers", speakers, "--out", str(out_dir)]
+    return Command(_module("merge", *args), [f"{Path(out_dir).name}/{MERGE_RECIPE}"])

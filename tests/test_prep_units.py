@@ -163,7 +163,7 @@ def test_esd_lines_are_checked_one_by_one(tmp_path):
     assert parse_esd_line("wavs/a.wav|spk|zh|你好", 1).language == "ZH"
     assert parse_esd_line("wavs/a.wav|spk|ja|こんにちは", 1).language == "JP"
     assert parse_esd_line("   ", 3) is None
-    for line, reason in [("wavs/a.wav|spk|ZH", "4 fields"), ("a|b|c|d|e", "4 fields"), ("a.wav|s|KO|x", "language"),
+    for line, reason in [("wavs/a.wav|spk|ZH", "4 fields"), ("a|b|c|d|e", "4 fields"), ("a.wav|s|FR|x", "language"),
                          ("a.wav|s|EN|  ", "empty text"), ("|s|EN|x", "wav")]:
         problem = parse_esd_line(line, 7)
         assert isinstance(problem, LineProblem) and reason in problem.reason and "line 7" in str(problem)

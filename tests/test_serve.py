@@ -156,8 +156,8 @@ def test_bad_requests_get_clear_json(client):
     assert "unsupported format 'aac'" in body["error"] and "mp3" in body["error"]
     body = _error(client.get("/voice", params={"text": "你好", "sdp_ratio": "abc"}), 422)
     assert "'sdp_ratio'" in body["error"]
-    body = _error(client.get("/voice", params={"text": "你好", "language": "KO"}), 422)
-    assert "ZH, JP, EN, AUTO, MIX" in body["error"]
+    body = _error(client.get("/voice", params={"text": "你好", "language": "FR"}), 422)
+    assert "ZH, JP, EN, KO, AUTO, MIX" in body["error"]
     assert "'text' is required" in _error(client.get("/voice"), 422)["error"]
     assert "is empty" in _error(client.post("/voice", json={"text": "   "}), 422)["error"]
     body = _error(client.get("/voice", params={"text": "你好", "model": "nobody"}), 404)

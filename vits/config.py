@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vits.errors import KoeError
 from vits.fileio import write_text_atomic
-from vits.symbols import SYMBOLS
+from vits.symbols import table_sizes
 from vits.voice_folder import TRAIN_LIST, VAL_LIST
 
 
@@ -48,6 +48,8 @@ class TrainConfig(_Section):
     freeze_decoder: bool = False
     keep_ckpts: int = 8
     max_steps: int | None = None
+    # Score each saved checkpoint at eval (ASR CER + speaker similarity, prep/score.py); null: on for GPU, off on CPU
+    score_at_eval: bool | None = None
     use_wavlm: bool = True  # the WavLM discriminator (needs the WavLM model; `pipeline.train --no-wavlm` overrides)
 
 
@@ -164,8 +166,17 @@ class VoiceConfig(_Section):
         return "2.3"
 
     @property
+    def num_languages(self) -> int:
+        """3 for a plain 2.3 voice; 4 for a Korean-enabled one (`"model": {"num_languages": 4}`, docs/korean.md)."""
+        return int((self.model.model_extra or {}).get("num_languages", 3))
+
+    @property
+    def korean(self) -> bool:
+        return self.num_languages >= 4
+
+    @property
     def n_vocab(self) -> int:
-        return len(SYMBOLS)
+        return table_sizes(self.num_languages)[0]
 
     @property
     def spec_channels(self) -> int:

@@ -149,6 +149,8 @@ def load_emo(path: Path) -> torch.Tensor:
 class TextAudioDataset(Dataset):
     """Items `(phones, spec, wav, sid, tone, language, bert, ja_bert, en_bert)` for one list file (spec §10.1).
 
+    For a Korean-enabled voice (config `model.num_languages: 4`) each item ends with `ko_bert` [1024, T]:
+    the clip's features for a KO clip, N(0,1) noise otherwise (like the other "other language" slots).
     For a 2.2 voice each item ends with `emo` [512]: the clip's `.emo.npy`, or with probability 0.1
     (NumPy's global generator, as 2.2) the fallback vector `EMPTY_EMO` (2.2 spec §8.2).
 
@@ -167,6 +169,7 @@ class TextAudioDataset(Dataset):
         self.cfg = cfg
         self.cache_spec = cache_spec
         self.emotion = cfg.architecture == "2.2"
+        self.korean = cfg.korean
         self.empty_emo = load_emo(EMPTY_EMO) if self.emotion else None
         items = read_list(resolve_path(self.voice_dir, str(list_file)), self.voice_dir)
         if shuffle:
@@ -224,6 +227,11 @@ class TextAudioDataset(Dataset):
         wav = load_wav(utt.wav, self.cfg)
         spec = self.get_spec(wav, utt.wav)
         sid = torch.LongTensor([self.speaker_id(utt)])
+        if self.korean:
+            return (phones, spec, wav, sid, tones, langs, *_bert_slots(bert, utt.language, korean=True))
+        if utt.language == "KO":
+            raise KoeError("a Korean clip in a voice without the Korean slot", where=utt.where,
+                           fix="re-run the text stage (python -m pipeline.text): it enables Korean in config.json")
         if not self.emotion:
             return (phones, spec, wav, sid, tones, langs, *_bert_slots(bert, utt.language))
         zh, ja, en = _bert_slots(bert, utt.language, noise=torch.rand)  # 2.2 fills with uniform noise
@@ -231,12 +239,16 @@ class TextAudioDataset(Dataset):
         return phones, spec, wav, sid, tones, langs, zh, ja, en, emo
 
 
-def _bert_slots(bert: torch.Tensor, language: str, noise=torch.randn):
+def _bert_slots(bert: torch.Tensor, language: str, noise=torch.randn, korean: bool = False):
     """Real features in the utterance language's slot, noise (N(0,1); 2.2: uniform) in the other two.
 
-    Draw order as spec §7.8.
+    Draw order as spec §7.8; a Korean-enabled voice gets a fourth slot (ko_bert), drawn last.
     """
     t = bert.shape[-1]
+    if korean:
+        if language == "KO":
+            return noise(BERT_DIM, t), noise(BERT_DIM, t), noise(BERT_DIM, t), bert
+        return (*_bert_slots(bert, language, noise), noise(BERT_DIM, t))
     if language == "ZH":
         ja = noise(BERT_DIM, t)
         en = noise(BERT_DIM, t)
@@ -255,7 +267,8 @@ def collate(batch):
 
     Returns (text, text_lengths, spec, spec_lengths, wav, wav_lengths, sid, tone, language, bert, ja_bert,
     en_bert) with shapes [B,T_x], [B], [B,C,T_y], [B], [B,1,L], [B], [B], [B,T_x] x2, [B,1024,T_x] x3;
-    items of a 2.2 voice add `emo` [B,512] as a 13th element (2.2 spec §8.3).
+    items of a 2.2 voice add `emo` [B,512] as a 13th element (2.2 spec §8.3), items of a Korean-enabled
+    voice `ko_bert` [B,1024,T_x].
     """
     order = sorted(range(len(batch)), key=lambda i: batch[i][1].shape[1], reverse=True)
     b = len(batch)
@@ -275,12 +288,16 @@ def collate(batch):
     spec_lengths = torch.zeros(b, dtype=torch.long)
     wav_lengths = torch.zeros(b, dtype=torch.long)
     sid = torch.zeros(b, dtype=torch.long)
-    with_emo = len(batch[0]) == 10
+    with_emo = len(batch[0]) == 10 and batch[0][9].dim() == 1
+    with_ko = len(batch[0]) == 10 and batch[0][9].dim() == 2
     emo = torch.zeros(b, EMO_DIM)
+    ko_bert = torch.zeros(b, BERT_DIM, max_text) if with_ko else None
     for row, i in enumerate(order):
         ph, sp, wv, s, tn, lg, zh, ja, en = batch[i][:9]
         if with_emo:
             emo[row] = batch[i][9]
+        if with_ko:
+            ko_bert[row, :, :ph.shape[0]] = batch[i][9]
         n, f, ln = ph.shape[0], sp.shape[1], wv.shape[1]
         text[row, :n], tone[row, :n], language[row, :n] = ph, tn, lg
         bert[row, :, :n], ja_bert[row, :, :n], en_bert[row, :, :n] = zh, ja, en
@@ -289,6 +306,8 @@ def collate(batch):
         text_lengths[row], spec_lengths[row], wav_lengths[row] = n, f, ln
         sid[row] = s.reshape(-1)[0]
     out = (text, text_lengths, spec, spec_lengths, wav, wav_lengths, sid, tone, language, bert, ja_bert, en_bert)
+    if with_ko:
+        return (*out, ko_bert)
     return (*out, emo) if with_emo else out
 
 

@@ -51,20 +51,22 @@ def expand(attn, stats):
 
 def infer(model, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert, *, noise_scale: float,
           length_scale: float, noise_scale_w: float, sdp_ratio: float, max_len: int | None = None,
-          skip_unused: bool = False, decoder: Decoder | None = None, emo=None):
+          skip_unused: bool = False, decoder: Decoder | None = None, emo=None, ko_bert=None):
     """Run a SynthesizerTrn (or one without enc_q) from text inputs to audio.
 
     Takes the model, its text inputs (as `SynthesizerTrn.infer`, already checked), the sampling knobs,
     `max_len` (decode at most this many frames), `skip_unused` (see `log_durations`), an optional
     `decoder` used instead of `model.dec` and, for a 2.2 generator, the emotion vector `emo` [B, 512]
-    (the quantiser's commitment loss, 0 in eval mode, is dropped).
+    (the quantiser's commitment loss, 0 in eval mode, is dropped); for a Korean-enabled generator the
+    Korean BERT features `ko_bert` [B, 1024, T_x] (None = zeros).
     Returns (o [B,1,hop·T_y], attn [B,1,T_y,T_x], y_mask [B,1,T_y], (z, z_p, m_p, logs_p)).
     """
     g = model.emb_g(sid).unsqueeze(-1)
     if getattr(model.enc_p, "emotion", False):
         h, m_p, logs_p, x_mask, _ = model.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g, emo=emo)
     else:
-        h, m_p, logs_p, x_mask = model.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+        extra = {"ko_bert": ko_bert} if getattr(model.enc_p, "korean", False) else {}
+        h, m_p, logs_p, x_mask = model.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g, **extra)
     logw = log_durations(model, h, x_mask, g, sdp_ratio=sdp_ratio, noise_scale_w=noise_scale_w,
                          skip_unused=skip_unused)
     attn, y_mask = alignment(logw, x_mask, length_scale)

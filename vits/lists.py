@@ -25,14 +25,14 @@ from vits.errors import KoeError
 from vits.fileio import write_text_atomic
 from vits.voice_folder import BACKUPS
 
-LANGUAGES = ("ZH", "JP", "EN")
-# The spellings people (and other tools' lists) use for the three languages.
+LANGUAGES = ("ZH", "JP", "EN", "KO")
+# The spellings people (and other tools' lists) use for the languages.
 _LANG_ALIASES = {"ZH": "ZH", "JP": "JP", "EN": "EN", "JA": "JP", "CN": "ZH", "ZH-CN": "ZH", "ZH_CN": "ZH",
-                 "EN-US": "EN", "EN_US": "EN"}
+                 "EN-US": "EN", "EN_US": "EN", "KO": "KO", "KR": "KO", "KO-KR": "KO", "KO_KR": "KO"}
 
 
 def normalize_language(value: str) -> str | None:
-    """ZH/JP/EN for the spellings people use (zh, ja, JA, cn, zh-CN ...), or None."""
+    """ZH/JP/EN/KO for the spellings people use (zh, ja, JA, cn, zh-CN, ko, kr ...), or None."""
     return _LANG_ALIASES.get(value.strip().upper())
 
 
@@ -130,7 +130,7 @@ def parse_esd_line(raw: str, line_no: int, voice_dir: str | Path | None = None) 
         return LineProblem(line_no, line, "empty speaker name")
     language = normalize_language(lang)
     if language is None:
-        return LineProblem(line_no, line, f"unknown language {lang!r}: use ZH, JP or EN")
+        return LineProblem(line_no, line, f"unknown language {lang!r}: use ZH, JP, EN or KO")
     if not text:
         return LineProblem(line_no, line, "empty text: transcribe the clip or delete the line")
     return EsdEntry(line_no, wav, speaker, language, text)

@@ -29,7 +29,7 @@ from vits.flows import (
     TransformerCouplingBlock,
 )
 from vits.modules import WN, LayerNorm, remove_weight_norm, weight_norm
-from vits.symbols import NUM_LANGUAGES, NUM_TONES, SYMBOLS
+from vits.symbols import NUM_LANGUAGES, table_sizes
 
 VERSIONS = ("2.3", "2.2")
 
@@ -50,22 +50,28 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, n_vocab: int, out_channels: int, hidden_channels: int, filter_channels: int, n_heads: int,
-                 n_layers: int, kernel_size: int, p_dropout: float, gin_channels: int = 0, emotion: bool = False):
+                 n_layers: int, kernel_size: int, p_dropout: float, gin_channels: int = 0, emotion: bool = False,
+                 num_languages: int = NUM_LANGUAGES):
         super().__init__()
         self.emotion = emotion
+        # 3 languages: exactly the 2.3 tables; 4: Korean-enabled (158 symbols, 13 tones, ko_bert_proj)
+        self.korean = num_languages > NUM_LANGUAGES
+        n_symbols, n_tones, n_languages = table_sizes(num_languages)
         self.n_vocab = n_vocab
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels
         # Bert-VITS2 sizes the table from the symbol list, not from n_vocab.
-        self.emb = nn.Embedding(len(SYMBOLS), hidden_channels)
+        self.emb = nn.Embedding(n_symbols, hidden_channels)
         nn.init.normal_(self.emb.weight, 0.0, hidden_channels**-0.5)
-        self.tone_emb = nn.Embedding(NUM_TONES, hidden_channels)
+        self.tone_emb = nn.Embedding(n_tones, hidden_channels)
         nn.init.normal_(self.tone_emb.weight, 0.0, hidden_channels**-0.5)
-        self.language_emb = nn.Embedding(NUM_LANGUAGES, hidden_channels)
+        self.language_emb = nn.Embedding(n_languages, hidden_channels)
         nn.init.normal_(self.language_emb.weight, 0.0, hidden_channels**-0.5)
         self.bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
         self.ja_bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
         self.en_bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
+        if self.korean:  # klue/roberta-large features (1024-d), listed after the 2.3 projections
+            self.ko_bert_proj = nn.Conv1d(BERT_DIM, hidden_channels, 1)
         if emotion:  # registered here: 2.2 files list these keys between en_bert_proj and encoder
             self.in_feature_net = emotion_path.in_feature_net()
             self.emo_vq = emotion_path.emotion_quantizer()
@@ -75,14 +81,18 @@ class TextEncoder(nn.Module):
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(self, x, x_lengths, tone, language, bert, ja_bert, en_bert, g=None, *, emo=None,
-                plain_vq: bool = False):
+                plain_vq: bool = False, ko_bert=None):
         """Returns (hidden_x [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T]); a 2.2 encoder also
         returns loss_commit (0-d; 0 in eval mode) and needs `emo` [B, 512]. `plain_vq`: eval-mode quantiser
-        in plain tensor ops (`vits.emotion.quantize_eval`, for ONNX tracing)."""
+        in plain tensor ops (`vits.emotion.quantize_eval`, for ONNX tracing). A Korean-enabled encoder adds
+        `ko_bert` [B, 1024, T] (None: zeros, i.e. no Korean BERT signal)."""
         bert_emb = self.bert_proj(bert).transpose(1, 2)
         ja_bert_emb = self.ja_bert_proj(ja_bert).transpose(1, 2)
         en_bert_emb = self.en_bert_proj(en_bert).transpose(1, 2)
         h = self.emb(x) + self.tone_emb(tone) + self.language_emb(language) + bert_emb + ja_bert_emb + en_bert_emb
+        if self.korean:
+            ko_bert = torch.zeros_like(bert) if ko_bert is None else ko_bert
+            h = h + self.ko_bert_proj(ko_bert).transpose(1, 2)
         if self.emotion:
             if emo is None:
                 raise KoeError("this Bert-VITS2 2.2 text encoder needs the emotion vector emo [B, 512]",
@@ -334,7 +344,7 @@ class SynthesizerTrn(nn.Module):
                  upsample_initial_channel: int, upsample_kernel_sizes, n_speakers: int = 256,
                  gin_channels: int = 256, use_sdp: bool = True, n_flow_layer: int = 4, n_layers_trans_flow: int = 4,
                  flow_share_parameter: bool = False, use_transformer_flow: bool = True, version: str = "2.3",
-                 **kwargs):
+                 num_languages: int = NUM_LANGUAGES, **kwargs):
         super().__init__()
         if version not in VERSIONS:
             raise KoeError(f"unknown generator version {version!r}", where="SynthesizerTrn",
@@ -360,8 +370,14 @@ class SynthesizerTrn(nn.Module):
         self.mas_noise_scale_initial = float(kwargs.get("mas_noise_scale_initial", 0.01))
         self.noise_scale_delta = float(kwargs.get("noise_scale_delta", 2e-6))
         self.current_mas_noise_scale = self.mas_noise_scale_initial
+        if num_languages > NUM_LANGUAGES and self.emotion:
+            raise KoeError("Korean needs the 2.3 network; this config describes a 2.2 (CLAP) one",
+                           where="config.json", fix="drop model.num_languages or train a 2.3 voice")
+        self.num_languages = num_languages
+        self.korean = num_languages > NUM_LANGUAGES
         self.enc_p = TextEncoder(n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers,
-                                 kernel_size, p_dropout, gin_channels=gin_channels, emotion=self.emotion)
+                                 kernel_size, p_dropout, gin_channels=gin_channels, emotion=self.emotion,
+                                 num_languages=num_languages)
         self.dec = Generator(inter_channels, resblock, resblock_kernel_sizes, resblock_dilation_sizes,
                              upsample_rates, upsample_initial_channel, upsample_kernel_sizes,
                              gin_channels=gin_channels)
@@ -392,7 +408,8 @@ class SynthesizerTrn(nn.Module):
         """Ids outside the embedding tables would raise a bare IndexError; say which input is wrong."""
         if x.numel() == 0:
             raise KoeError("empty phone sequence", where="SynthesizerTrn input 'x'", fix="pass at least one phone")
-        limits = (("x", x, len(SYMBOLS)), ("tone", tone, NUM_TONES), ("language", language, NUM_LANGUAGES),
+        n_symbols, n_tones, n_languages = table_sizes(self.num_languages)
+        limits = (("x", x, n_symbols), ("tone", tone, n_tones), ("language", language, n_languages),
                   ("sid", sid, self.n_speakers))
         # One device sync for all eight numbers.
         bounds = torch.stack([torch.stack([t.min(), t.max()]).long() for _, t, _ in limits]).tolist()
@@ -415,11 +432,12 @@ class SynthesizerTrn(nn.Module):
                            fix="pass emo= a CLAP embedding (vits.clap: a text prompt such as 'Happy' or a reference clip)")
         return emotion_path.check_emotion(emo, batch, "SynthesizerTrn input 'emo'")
 
-    def forward(self, x, x_lengths, y, y_lengths, sid, tone, language, bert, ja_bert, en_bert, emo=None):
+    def forward(self, x, x_lengths, y, y_lengths, sid, tone, language, bert, ja_bert, en_bert, emo=None, *,
+                ko_bert=None):
         """Training pass (spec §5.2; 2.2 spec §5.2 for a 2.2 generator).
 
         Takes x/tone/language [B,T_x] int64, x_lengths [B], y linear spectrogram [B,spec,T_y], y_lengths [B],
-        sid [B], bert/ja_bert/en_bert [B,1024,T_x], and for 2.2 emo [B,512].
+        sid [B], bert/ja_bert/en_bert [B,1024,T_x], for 2.2 emo [B,512], for a Korean-enabled one ko_bert.
         Returns (o [B,1,segment·hop], l_length [B], attn [B,1,T_y,T_x], ids_slice [B], x_mask, y_mask,
         (z, z_p, m_p, logs_p, m_q, logs_q), (hidden_x, logw, logw_, logw_sdp), g); a 2.2 generator returns
         (hidden_x, logw, logw_) as the 8th item (no SDP sampling in training) and loss_commit as a 10th.
@@ -435,7 +453,8 @@ class SynthesizerTrn(nn.Module):
             hidden_x, m_p, logs_p, x_mask, loss_commit = self.enc_p(x, x_lengths, tone, language, bert, ja_bert,
                                                                     en_bert, g=g, emo=emo)
         else:
-            hidden_x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+            hidden_x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g,
+                                                       **self._ko_bert(ko_bert, bert))
         z, m_q, logs_q, y_mask = self.enc_q(y, y_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
 
@@ -478,7 +497,7 @@ class SynthesizerTrn(nn.Module):
     def infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
               noise_scale: float = SYNTHESIS.noise_scale, length_scale: float = SYNTHESIS.length_scale,
               noise_scale_w: float = SYNTHESIS.noise_scale_w, max_len: int | None = None,
-              sdp_ratio: float = SYNTHESIS.sdp_ratio, y=None, *, emo=None):
+              sdp_ratio: float = SYNTHESIS.sdp_ratio, y=None, *, emo=None, ko_bert=None):
         """Synthesis (spec §6; the math is `vits.inference.infer`, shared with `vits.synthesis.Voice`).
 
         Takes the same text inputs as forward (B usually 1), for a 2.2 generator the emotion vector `emo`
@@ -492,7 +511,18 @@ class SynthesizerTrn(nn.Module):
         emo = self._check_emotion(emo, x.shape[0])
         return inference.infer(self, x, x_lengths, sid, tone, language, bert, ja_bert, en_bert,
                                noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
-                               sdp_ratio=sdp_ratio, max_len=max_len, emo=emo)
+                               sdp_ratio=sdp_ratio, max_len=max_len, emo=emo, **self._ko_bert(ko_bert, bert))
+
+    def _ko_bert(self, ko_bert, bert) -> dict:
+        """{"ko_bert": features} for a Korean-enabled G (checked [B,1024,T]), {} for a 2.3 one."""
+        if not self.korean:
+            if ko_bert is not None:
+                raise KoeError("this voice has no Korean BERT slot", where="SynthesizerTrn input 'ko_bert'",
+                               fix="leave ko_bert out, or train a Korean-enabled voice (docs/korean.md)")
+            return {}
+        if ko_bert is not None:
+            _check_float("ko_bert", ko_bert, tuple(bert.shape))
+        return {"ko_bert": ko_bert}
 
 
 def _maximum_path(neg_cent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -215,6 +215,9 @@ def export_onnx(model, cfg: VoiceConfig, out_dir: str | os.PathLike, *, source: 
         KoeError when the model cannot be traced.
     """
     out = Path(out_dir)
+    if getattr(model, "korean", False):  # its enc_p has a fourth BERT input the graphs do not have yet
+        raise KoeError("ONNX export of a Korean-enabled voice is not supported yet", where=str(out),
+                       fix="synthesize this voice with PyTorch (python -m pipeline.synthesize, the studio, the API)")
     model = model.eval()
     specs = _example_inputs(model, *example_lengths)
     for name in graphs:

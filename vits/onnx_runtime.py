@@ -242,21 +242,39 @@ class OnnxSynthesizer:
 class OnnxVoice:
     """Text-to-speech on an ONNX export, with the same calls as `vits.synthesis.Voice` (no torch model).
 
-    `stream`/`synthesize` use the text frontend (`vits.text`, imported when first needed) and a
-    `BertFeatures` for the BERT columns; the "other language" slots get standard normal noise from
+    `stream`/`synthesize` use the text frontend (`vits.text`, imported when first needed) and, for the BERT
+    columns, the export's own BERT graphs (`OnnxBertFeatures`, when exported with `--bert`: no torch at all)
+    or the `bert=` passed in (a `BertFeatures`); the "other language" slots get standard normal noise from
     numpy (uniform for a 2.2 export, as 2.2 draws it), so a seed reproduces ONNX audio but not the torch
     Voice's audio. A 2.2 export needs `emo=` ([512] CLAP embedding).
     """
 
-    def __init__(self, synthesizer: OnnxSynthesizer):
+    def __init__(self, synthesizer: OnnxSynthesizer, bert=None):
         self.synthesizer = synthesizer
         self.folder = synthesizer.folder
+        self.bert = bert  # the export's own BERT graphs (OnnxBertFeatures), used when stream() gets no bert=
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, providers: list[str] | None = None,
-             threads: int | None = None) -> OnnxVoice:
-        """Open an export folder (koe_onnx.json + graphs). Raises KoeError when it is incomplete."""
-        return cls(OnnxSynthesizer(folder, providers=providers, threads=threads))
+    def load(cls, folder: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None,
+             bert_int8: bool = False) -> OnnxVoice:
+        """Open an export folder (koe_onnx.json + graphs) with its BERT graphs when it has them (`bert/`, written by
+        `export_onnx --bert`): fp32, or the int8 copy with `bert_int8`. Then text -> audio imports no torch.
+
+        Raises KoeError when the folder is incomplete, or `bert_int8` is asked of an export without int8 graphs.
+        """
+        from vits.voice_folder import ONNX_BERT, ONNX_BERT_METADATA
+
+        synthesizer = OnnxSynthesizer(folder, providers=providers, threads=threads)
+        bert_dir = synthesizer.folder / ONNX_BERT
+        bert = None
+        if (bert_dir / ONNX_BERT_METADATA).is_file():
+            from vits.text.bert_onnx import OnnxBertFeatures
+
+            bert = OnnxBertFeatures(bert_dir, int8=bert_int8, providers=providers, threads=threads)
+        elif bert_int8:
+            raise KoeError("this export has no BERT graphs", where=str(bert_dir),
+                           fix="export them: python -m pipeline.export_onnx Data/<voice> --bert --int8")
+        return cls(synthesizer, bert=bert)
 
     @property
     def speakers(self) -> list[str]:
@@ -321,16 +339,19 @@ class OnnxVoice:
                style_weight: float = SYNTHESIS.style_weight):
         """Yield (sentence, float32 audio) per sentence, like `Voice.stream` (sentence i uses seed + i).
 
-        `emo`: the CLAP emotion vector of a 2.2 export (one for all sentences). `style_text`/`style_weight`:
+        `bert`: BERT features to use instead of the export's own. `emo`: the CLAP emotion vector of a 2.2
+        export (one for all sentences). `style_text`/`style_weight`:
         a text whose BERT features are mixed into every segment's (spec §7.7, `vits.text.style`).
         Raises KoeError without BERT features or text frontend, a missing/unexpected emotion vector,
         a style weight outside [0, 1], or for text with nothing to read.
         """
         self.synthesizer._emotion(emo)  # fail before any text work
+        bert = bert if bert is not None else self.bert
         if bert is None:
             raise KoeError("text synthesis needs BERT features (the model was trained with them)",
-                           fix="pass bert=BertFeatures(model_dirs) (download the models with python -m "
-                               "pipeline.download bert), or use OnnxSynthesizer.infer with arrays")
+                           where=str(self.folder),
+                           fix="export the BERT models with the voice (python -m pipeline.export_onnx Data/<voice> "
+                               "--bert), or pass bert=BertFeatures(model_dirs) (python -m pipeline.download bert)")
         import vits.text as text_mod
         from vits.text.style import styled
 

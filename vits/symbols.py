@@ -1,4 +1,10 @@
-"""The Bert-VITS2 2.3 symbol table (112 entries), tones and languages (spec §7.1–7.3)."""
+"""The Bert-VITS2 2.3 symbol table (112 entries), tones and languages (spec §7.1–7.3), plus Korean.
+
+Korean extends the table without moving anything: its jamo phones get ids 112.. (KO_SYMBOLS after the
+112 symbols), its one tone id 12 (after the 12 tones), its language id 3 (after ZH/JP/EN). A plain 2.3
+network is built with the 2.3 sizes (SYMBOLS, NUM_TONES, NUM_LANGUAGES); a Korean-enabled voice (config
+`model.num_languages: 4`) with the KO_* sizes (docs/korean.md).
+"""
 
 from __future__ import annotations
 
@@ -23,17 +29,32 @@ EN_SYMBOLS = [
     "z", "zh",
 ]
 
+# Korean phones: the conjoining jamo (18 sounding onsets, 21 vowels, the 7 coda sounds), vits/text/ko/g2p.py
+KO_SYMBOLS = ([chr(c) for c in range(0x1100, 0x1113) if c != 0x110B] + [chr(c) for c in range(0x1161, 0x1176)]
+              + ["\u11a8", "\u11ab", "\u11ae", "\u11af", "\u11b7", "\u11b8", "\u11bc"])
+
 SYMBOLS: list[str] = [PAD] + sorted(set(ZH_SYMBOLS) | set(JA_SYMBOLS) | set(EN_SYMBOLS)) + PUNCTUATION_SYMBOLS
-SYMBOL_TO_ID: dict[str, int] = {s: i for i, s in enumerate(SYMBOLS)}
+KO_ALL_SYMBOLS: list[str] = SYMBOLS + KO_SYMBOLS  # the table of a Korean-enabled voice
+SYMBOL_TO_ID: dict[str, int] = {s: i for i, s in enumerate(KO_ALL_SYMBOLS)}
 SIL_PHONEME_IDS = [SYMBOL_TO_ID[s] for s in PUNCTUATION_SYMBOLS]
 
-NUM_ZH_TONES, NUM_JA_TONES, NUM_EN_TONES = 6, 2, 4
+NUM_ZH_TONES, NUM_JA_TONES, NUM_EN_TONES, NUM_KO_TONES = 6, 2, 4, 1
 NUM_TONES = NUM_ZH_TONES + NUM_JA_TONES + NUM_EN_TONES
-LANGUAGE_ID = {"ZH": 0, "JP": 1, "EN": 2}
-LANGUAGE_TONE_START = {"ZH": 0, "JP": NUM_ZH_TONES, "EN": NUM_ZH_TONES + NUM_JA_TONES}
-NUM_LANGUAGES = len(LANGUAGE_ID)
+KO_NUM_TONES = NUM_TONES + NUM_KO_TONES
+LANGUAGE_ID = {"ZH": 0, "JP": 1, "EN": 2, "KO": 3}
+LANGUAGE_TONE_START = {"ZH": 0, "JP": NUM_ZH_TONES, "EN": NUM_ZH_TONES + NUM_JA_TONES, "KO": NUM_TONES}
+NUM_LANGUAGES = 3  # the 2.3 network; a Korean-enabled one has KO_NUM_LANGUAGES
+KO_NUM_LANGUAGES = 4
 
 assert len(SYMBOLS) == 112, len(SYMBOLS)
+assert len(KO_ALL_SYMBOLS) == 158 and len(set(KO_ALL_SYMBOLS)) == 158
+
+
+def table_sizes(num_languages: int = NUM_LANGUAGES) -> tuple[int, int, int]:
+    """(symbols, tones, languages) of the embedding tables: 2.3 (112, 12, 3) or Korean-enabled (158, 13, 4)."""
+    if num_languages >= KO_NUM_LANGUAGES:
+        return len(KO_ALL_SYMBOLS), KO_NUM_TONES, KO_NUM_LANGUAGES
+    return len(SYMBOLS), NUM_TONES, NUM_LANGUAGES
 
 
 def cleaned_text_to_sequence(phones: list[str], tones: list[int], language: str):
@@ -47,11 +68,11 @@ def cleaned_text_to_sequence(phones: list[str], tones: list[int], language: str)
         ids = [SYMBOL_TO_ID[p] for p in phones]
     except KeyError as exc:
         raise KoeError(
-            f"unknown phone {exc.args[0]!r} (not in the 112-symbol Bert-VITS2 table)",
+            f"unknown phone {exc.args[0]!r} (not in the Bert-VITS2 table or the Korean phones)",
             fix="re-run the text stage (python -m pipeline.text) so phones come from our frontend",
         ) from None
     if language not in LANGUAGE_ID:
-        raise KoeError(f"unknown language {language!r}", fix="use one of ZH, JP, EN")
+        raise KoeError(f"unknown language {language!r}", fix="use one of ZH, JP, EN, KO")
     start = LANGUAGE_TONE_START[language]
     return ids, [t + start for t in tones], [LANGUAGE_ID[language]] * len(phones)
 

@@ -6,7 +6,7 @@
 
 Input contract of `Voice.synthesize_phones` (the "cleaned" form of Bert-VITS2's list files):
   * phones as symbol strings: tones are the *raw* per-language values (spec §7.3), `languages` is one
-    code ("ZH"/"JP"/"EN") or one code per phone, and the sequences are *without* blanks: the voice
+    code ("ZH"/"JP"/"EN", "KO" for a Korean-enabled voice with its `ko_bert` slot, docs/korean.md) or one code per phone, and the sequences are *without* blanks: the voice
     converts them to ids and inserts blanks itself when config.json says `add_blank` (spec §7.6).
   * `blanked=True`: the sequences are model-ready ids (phone ids, tone ids with the language offset,
     language ids), blanks already inserted, e.g. straight from a dataset item.
@@ -46,12 +46,13 @@ from vits.defaults import SYNTHESIS
 from vits.emotion import check_emotion
 from vits.errors import KoeError
 from vits.inference import Decoder
-from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, NUM_TONES, SYMBOL_TO_ID, SYMBOLS, intersperse
+from vits.symbols import LANGUAGE_ID, LANGUAGE_TONE_START, SYMBOL_TO_ID, intersperse, table_sizes
 from vits.text.style import styled
 
 BERT_DIM = 1024
 _SLOTS = ("bert", "ja_bert", "en_bert")
-_SLOT_OF_LANGUAGE = {"ZH": "bert", "JP": "ja_bert", "EN": "en_bert"}
+_SLOT_OF_LANGUAGE = {"ZH": "bert", "JP": "ja_bert", "EN": "en_bert", "KO": "ko_bert"}
+_NO_KOREAN_FIX = "this voice was trained without Korean; train a Korean-enabled voice (docs/korean.md)"
 
 def find_voice_files(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                      config: str | os.PathLike | None = None) -> tuple[Path, Path]:
@@ -138,7 +139,8 @@ class Voice:
         decoder: optional replacement for the waveform decoder (e.g. onnxruntime); called with
             (z, g) and returning the waveform.
         fast_decoder: with no `decoder`, run the model's decoder as 2-D channels-last convolutions
-            (`ChannelsLastDecoder`: same math, about 1.5x faster on CPU); default on for CPU devices.
+            (on CPU `vits.fast_infer.FusedDecoder`, residual adds fused into oneDNN's convs, else
+            `ChannelsLastDecoder`: same math, faster than 1-D convs); default on for CPU devices.
         tune_malloc: call `keep_freed_memory()` (a process-wide malloc setting, Linux) so the
             decoder's large activations reuse memory instead of page-faulting; default on for CPU.
     """
@@ -154,7 +156,9 @@ class Voice:
         self.model = prepare_for_inference(model).to(self.device)
         on_cpu = self.device.type == "cpu"
         if decoder is None and (fast_decoder if fast_decoder is not None else on_cpu):
-            decoder = ChannelsLastDecoder(self.model.dec)
+            from vits.fast_infer import fused_decoder  # oneDNN post-op fusions: CPU only
+
+            decoder = (fused_decoder(self.model.dec) if on_cpu else None) or ChannelsLastDecoder(self.model.dec)
         self.decoder = decoder
         if tune_malloc if tune_malloc is not None else on_cpu:
             keep_freed_memory()
@@ -225,6 +229,15 @@ class Voice:
                                "embedding from vits.clap")
         return check_emotion(emo, 1, "emotion vector").to(self.device)
 
+    @property
+    def korean(self) -> bool:
+        """True for a Korean-enabled voice (it reads KO text; a fourth BERT slot, ko_bert)."""
+        return bool(getattr(self.model, "korean", False))
+
+    @property
+    def _slots(self) -> tuple[str, ...]:
+        return (*_SLOTS, "ko_bert") if self.korean else _SLOTS
+
     def _filler(self, length: int) -> torch.Tensor:
         """Noise for an empty BERT slot: randn (2.3) or rand (2.2), [1024, length]."""
         return (torch.rand if self.needs_emotion else torch.randn)(BERT_DIM, length)
@@ -279,7 +292,10 @@ class Voice:
                     raise KoeError(f"unknown phone {phone!r} at position {i} (not in the 112-symbol table)",
                                    fix="use phones from our text frontend (python -m pipeline.text)")
                 if lang not in LANGUAGE_ID:
-                    raise KoeError(f"unknown language {lang!r} at position {i}", fix="use ZH, JP or EN")
+                    raise KoeError(f"unknown language {lang!r} at position {i}", fix="use ZH, JP, EN or KO")
+                if lang == "KO" and not self.korean:
+                    raise KoeError(f"Korean phones at position {i}", where=str(self.checkpoint or "voice"),
+                                   fix=_NO_KOREAN_FIX)
                 ids.append(SYMBOL_TO_ID[phone])
                 tone_ids.append(int(tone) + LANGUAGE_TONE_START[lang])
                 lang_ids.append(LANGUAGE_ID[lang])
@@ -290,9 +306,10 @@ class Voice:
             except (TypeError, ValueError, KeyError) as exc:
                 raise KoeError(f"phone ids, tone ids and language ids must be integers ({exc})",
                                fix="pass all ids as integers or all phones as symbol strings") from None
-        _check_range("phone id", ids, len(SYMBOLS))
-        _check_range("tone id", tone_ids, NUM_TONES)
-        _check_range("language id", lang_ids, len(LANGUAGE_ID))
+        n_symbols, n_tones, n_languages = table_sizes(getattr(self.model, "num_languages", 3))
+        _check_range("phone id", ids, n_symbols)
+        _check_range("tone id", tone_ids, n_tones)
+        _check_range("language id", lang_ids, n_languages)
         if self.config.data.add_blank and not blanked:
             ids, tone_ids, lang_ids = intersperse(ids), intersperse(tone_ids), intersperse(lang_ids)
         return ids, tone_ids, lang_ids
@@ -301,7 +318,7 @@ class Voice:
                           speaker: str | int | None = None, sdp_ratio: float = SYNTHESIS.sdp_ratio,
                           noise_scale: float = SYNTHESIS.noise_scale, noise_scale_w: float = SYNTHESIS.noise_scale_w,
                           length_scale: float = SYNTHESIS.length_scale, seed: int | None = None,
-                          blanked: bool = False, emo=None) -> np.ndarray:
+                          blanked: bool = False, emo=None, ko_bert=None) -> np.ndarray:
         """Synthesize one utterance from phones (contract in the module docstring).
 
         Takes phones, tones, languages, optional BERT features ([1024, T] or [1, 1024, T], tensor or
@@ -313,12 +330,14 @@ class Voice:
         ids, tone_ids, lang_ids = self.prepare_phones(phones, tones, languages, blanked=blanked)
         sid = self.speaker_id(speaker)
         emo = self.emotion_tensor(emo)
-        feats = {"bert": bert, "ja_bert": ja_bert, "en_bert": en_bert}
-        for name in _SLOTS:
+        feats = {"bert": bert, "ja_bert": ja_bert, "en_bert": en_bert, "ko_bert": ko_bert}
+        if ko_bert is not None and not self.korean:
+            raise KoeError("ko_bert given, but this voice has no Korean BERT slot", fix=_NO_KOREAN_FIX)
+        for name in self._slots:
             if feats[name] is not None:
                 feats[name] = _check_bert(name, feats[name], len(ids))
         with _seeded(seed, self.device):
-            for name in _SLOTS:  # filler noise in Bert-VITS2's order (spec §7.8)
+            for name in self._slots:  # filler noise in Bert-VITS2's order (spec §7.8), ko_bert last
                 if feats[name] is None:
                     feats[name] = self._filler(len(ids))
             audio = self._infer(ids, tone_ids, lang_ids, feats, sid, sdp_ratio=sdp_ratio, noise_scale=noise_scale,
@@ -339,7 +358,8 @@ class Voice:
                                     for v in ([ids], [tone_ids], [lang_ids], [sid]))
         x_lengths = torch.tensor([len(ids)], dtype=torch.long, device=dev)
         bert, ja_bert, en_bert = (feats[n].to(dev, torch.float32).unsqueeze(0) for n in _SLOTS)
-        audio = inference.infer(self.model, x, x_lengths, sid_t, tone, language, bert, ja_bert, en_bert,
+        ko = {"ko_bert": feats["ko_bert"].to(dev, torch.float32).unsqueeze(0)} if self.korean else {}
+        audio = inference.infer(self.model, x, x_lengths, sid_t, tone, language, bert, ja_bert, en_bert, **ko,
                                 noise_scale=noise_scale, length_scale=length_scale, noise_scale_w=noise_scale_w,
                                 sdp_ratio=sdp_ratio, skip_unused=True, decoder=self.decoder, emo=emo)[0]
         return audio.reshape(-1).float().cpu().numpy()
@@ -410,20 +430,24 @@ class Voice:
         blank = bool(self.config.data.add_blank)
         head, tail = (3, 2) if blank else (1, 1)
         ids, tones, langs = [], [], []
-        feats: dict[str, list[torch.Tensor]] = {n: [] for n in _SLOTS}
+        slots = self._slots
+        feats: dict[str, list[torch.Tensor]] = {n: [] for n in slots}
         for k, seg in enumerate(segments):
+            if seg.language == "KO" and not self.korean:
+                raise KoeError(f"Korean text {seg.norm_text[:30]!r}", where=str(self.checkpoint or "voice"),
+                               fix=_NO_KOREAN_FIX)
             p, t, la = self.prepare_phones(seg.phones, seg.tones, seg.language)
             real = _check_bert("bert", reals[k], len(p))
             slot = _SLOT_OF_LANGUAGE[seg.language]
-            cols = {n: real if n == slot else self._filler(len(p)) for n in _SLOTS}
+            cols = {n: real if n == slot else self._filler(len(p)) for n in slots}
             start = head if k > 0 else 0
             stop = len(p) - tail if k < len(segments) - 1 else len(p)
             ids += p[start:stop]
             tones += t[start:stop]
             langs += la[start:stop]
-            for n in _SLOTS:
+            for n in slots:
                 feats[n].append(cols[n][:, start:stop])
-        return ids, tones, langs, {n: torch.cat(feats[n], dim=1) for n in _SLOTS}
+        return ids, tones, langs, {n: torch.cat(feats[n], dim=1) for n in slots}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -15,9 +15,12 @@ configs/config.json      VoiceConfig
 models/                  G_<step>.pth, D_, DUR_, WD_ (training), G_0.pth... (base model), release files
 export/                  release generators and zips made by the Export tab
 onnx/                    ONNX graphs + metadata (python -m pipeline.export_onnx)
+  bert/<LANG>/           BERT graphs + tokenizer.json (export_onnx --bert), bert/koe_bert.json
 logs/                    TensorBoard events, eval audio, job logs
+logs/scores.json         checkpoint scores (python -m pipeline.score) and the best step
 backups/                 timestamped copies of lists replaced by a stage or an edit
 report.json/.txt         health report
+merge.json               how a merged voice was made (sources, sha256, method, weights: python -m pipeline.merge)
 train.lock               who is training the voice (`vits.voice_lock`; empty when nobody is)
 
 This module is the one place that knows these names; stages, the trainer, synthesis, the server and the
@@ -51,15 +54,20 @@ CONFIGS = "configs"
 CONFIG = "configs/config.json"
 MODELS = "models"
 LOGS = "logs"
+SCORES = "logs/scores.json"
 BACKUPS = "backups"
 TRASH = "trash"
 EXPORT = "export"
 ONNX = "onnx"
 ONNX_METADATA = "koe_onnx.json"  # in an ONNX export folder; written last, so its presence means complete
+ONNX_BERT = "bert"  # in an ONNX export folder: the BERT graphs (python -m pipeline.export_onnx --bert)
+ONNX_BERT_METADATA = "koe_bert.json"  # in ONNX_BERT; written last, like ONNX_METADATA
 USERDICT = "userdict.txt"
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 TRAIN_LOCK = "train.lock"
+MERGE_RECIPE = "merge.json"  # written last by vits.merge.save_voice
+MERGE_TEST = "merge_test.wav"  # pipeline.merge --test-text
 
 KINDS = ("G", "D", "DUR", "WD")
 _CHECKPOINT_NAME = re.compile(r"^(G|D|DUR|WD)_(\d+)\.pth$")

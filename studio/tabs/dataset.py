@@ -51,7 +51,7 @@ def build(ctx: Context) -> None:
         max_sec = gr.Number(label="Clip max seconds", value=SliceOptions.max_seconds, elem_id="slice-max")
         slice_btn = gr.Button("Slice", variant="primary", elem_id="slice-btn")
     with gr.Row():
-        language = gr.Dropdown(["auto", "ZH", "JP", "EN"], value=TranscribeOptions.language, label="Transcription language",
+        language = gr.Dropdown(["auto", "ZH", "JP", "EN", "KO"], value=TranscribeOptions.language, label="Transcription language",
                                elem_id="transcribe-lang")
         model = gr.Textbox(label="Whisper model (empty: config.yml)", elem_id="whisper-model")
         keep_flagged = gr.Checkbox(label="Keep flagged clips in esd.list (review them below)", value=False,
@@ -88,7 +88,7 @@ def build(ctx: Context) -> None:
         delete_btn = gr.Button("Delete selected clip", variant="stop", elem_id="review-delete")
         redo_clip_btn = gr.Button("Transcribe selected clip again", elem_id="transcribe-clip-again")
     with gr.Row():
-        bulk_lang = gr.Dropdown(["", "ZH", "JP", "EN"], value="", label="Set language to", elem_id="bulk-language")
+        bulk_lang = gr.Dropdown(["", "ZH", "JP", "EN", "KO"], value="", label="Set language to", elem_id="bulk-language")
         bulk_speaker = gr.Textbox(label="Set speaker to (empty: unchanged)", elem_id="bulk-speaker")
         bulk_scope = gr.Radio([("every row", "all"), ("rows with an unknown language", "unknown")], value="all",
                               label="Rows", elem_id="bulk-scope")

@@ -11,7 +11,8 @@ from studio.jobs import FINISHED
 from studio.tabs import Context, error_text, unchanged_skip
 from studio.voices import zip_voice
 from vits.errors import KoeError
-from vits.voice_folder import EXPORT, ONNX, generator_files
+from vits.scores import generator_choices
+from vits.voice_folder import EXPORT, ONNX
 
 ONNX_STAGE = "export_onnx"
 
@@ -45,11 +46,11 @@ def build(ctx: Context) -> None:
 
     def refresh(voice):
         try:
-            found = generator_files(ctx.voice_dir(voice))
+            found, default = generator_choices(ctx.voice_dir(voice))  # default: the best-scored, else the newest
         except KoeError:
-            found = []
-        choices = [(f"{p.name} — step {s}", str(p)) for s, p in found]
-        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+            found, default = [], None
+        choices = [(label, str(p)) for label, p in found]
+        return gr.update(choices=choices, value=str(default) if default is not None else None)
 
     def release(voice, g_path, half, st):
         from vits.checkpoints import checkpoint_step, export_release

@@ -24,9 +24,18 @@ from vits.clap import DEFAULT_TEXT_PROMPT, emotion_vector, takes_emotion
 from vits.config import VoiceConfig
 from vits.defaults import STUDIO_LANGUAGE, SYNTHESIS
 from vits.errors import KoeError
-from vits.voice_folder import config_for_checkpoint, generator_files, generator_step, safe_name
+from vits.scores import generator_choices
+from vits.voice_folder import (
+    ONNX,
+    ONNX_METADATA,
+    config_for_checkpoint,
+    generator_files,
+    generator_step,
+    safe_name,
+)
 
-LANGS = ["ZH", "JP", "EN", "AUTO", "MIX"]
+LANGS = ["ZH", "JP", "EN", "KO", "AUTO", "MIX"]
+TORCH, ONNX_ENGINE = "torch", "onnx"  # the Engine choice: the checkpoint on torch, or the voice's ONNX export
 REGISTRY = "model_registry"  # ctx.caches key of the studio's ModelRegistry (studio/app.py puts it there)
 
 
@@ -44,8 +53,8 @@ def checkpoint_choices(ctx: Context, voice: str | None) -> list[tuple[str, str]]
     choices = []
     if voice:
         try:
-            for step, path in generator_files(ctx.voice_dir(voice)):
-                choices.append((f"{path.name} — step {step}", str(path)))
+            listed, _best = generator_choices(ctx.voice_dir(voice))  # the best-scored one is labelled
+            choices += [(label, str(path)) for label, path in listed]
         except KoeError:
             pass
     root = outside_dir(ctx)
@@ -77,6 +86,29 @@ def load_checkpoint(ctx: Context, g_path: str) -> LoadedModel:
         raise KoeError("checkpoint not found", where=g_path, fix="refresh the checkpoint list")
     try:
         return registry(ctx).load_now(str(path), reload_changed=True)
+    except ApiError as exc:
+        raise KoeError(exc.error, fix=exc.detail) from None
+
+
+def onnx_export(ctx: Context, voice: str | None) -> Path | None:
+    """The voice's ONNX export folder (Data/<voice>/onnx, written by the Export tab), or None without one."""
+    if not voice:
+        return None
+    folder = ctx.voice_dir(voice) / ONNX
+    return folder if (folder / ONNX_METADATA).is_file() else None
+
+
+def load_engine(ctx: Context, engine: str | None, voice: str | None, g_path: str | None) -> LoadedModel:
+    """The registry entry that speaks: the G checkpoint (torch), or the voice's ONNX export. Raises KoeError."""
+    if engine != ONNX_ENGINE:
+        return load_checkpoint(ctx, g_path)
+    folder = onnx_export(ctx, voice)
+    if folder is None:
+        raise KoeError(f"voice {voice!r} has no ONNX export", where=str(ctx.voice_dir(voice) / ONNX) if voice else None,
+                       fix="export it in the Export tab (or python -m pipeline.export_onnx Data/<voice> --bert), "
+                           "or choose the PyTorch engine")
+    try:
+        return registry(ctx).load_now(str(folder), backend="onnx")
     except ApiError as exc:
         raise KoeError(exc.error, fix=exc.detail) from None
 
@@ -156,9 +188,11 @@ def speak(entry: LoadedModel, bert, text: str, *, language: str, speaker: str | 
 
 def build(ctx: Context) -> None:
     with gr.Row():
-        checkpoint = gr.Dropdown([], label="Checkpoint (newest first)", elem_id="checkpoint")
+        checkpoint = gr.Dropdown([], label="Checkpoint (newest first; the best-scored one is selected)", elem_id="checkpoint")
         speaker = gr.Dropdown([], label="Speaker", elem_id="speaker")
         refresh_btn = gr.Button("Refresh", size="sm", elem_id="synth-refresh")
+    engine = gr.Radio([("PyTorch checkpoint", TORCH), ("ONNX export (onnxruntime)", ONNX_ENGINE)], value=TORCH,
+                      label="Engine", visible=False, elem_id="synth-engine")  # shown when the voice has an export
     model_md = gr.Markdown(elem_id="synth-model")  # the file that will speak, in full
     text = gr.Textbox(label="Text", lines=4, elem_id="synth-text",
                       placeholder="Type what the voice should say. Long text is spoken sentence by sentence.")
@@ -224,15 +258,31 @@ def build(ctx: Context) -> None:
         names = speaker_names(g_path)
         return gr.update(choices=names, value=names[0] if names else None)
 
+    def engine_update(voice, chosen_engine=TORCH):
+        has = onnx_export(ctx, voice) is not None
+        return gr.update(visible=has, value=chosen_engine if has else TORCH)
+
+    def engine_text(voice, g_path, chosen_engine):
+        if chosen_engine != ONNX_ENGINE:
+            return model_text(g_path) + " Engine: PyTorch."
+        folder = onnx_export(ctx, voice)
+        if folder is None:
+            return "This voice has no ONNX export: export it in the Export tab, or choose the PyTorch engine."
+        try:
+            entry = load_engine(ctx, ONNX_ENGINE, voice, g_path)
+        except KoeError as exc:
+            return error_text(exc)
+        return f"Speaking with the ONNX export `{folder}`. Engine: onnxruntime, text read by {registry(ctx).bert_engine(entry)}."
+
     def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value,
-                   mode, emo_text, emo_audio, style_txt, style_w):
-        if not g_path:
+                   mode, emo_text, emo_audio, style_txt, style_w, chosen_engine=TORCH, voice=None):
+        if not g_path and chosen_engine != ONNX_ENGINE:
             raise gr.Error("No checkpoint: train the voice first, or load an outside model.")
         if not (txt or "").strip():
             raise gr.Error("Type some text first.")
         try:
-            entry = load_checkpoint(ctx, g_path)
-            bert = registry(ctx).bert()
+            entry = load_engine(ctx, chosen_engine, voice, g_path)
+            bert = registry(ctx).bert_for(entry)  # an ONNX export's own BERT graphs when it has them
             emotion = emotion_for(ctx, entry, mode, emo_text, emo_audio)
         except KoeError as exc:
             raise gr.Error(str(exc)) from None
@@ -253,7 +303,8 @@ def build(ctx: Context) -> None:
         if not pieces:
             yield None, None, "Nothing to say: the text frontend produced no sentences."
             return
-        yield gr.skip(), str(_save(ctx, g_path, np.concatenate(pieces), rate)), _done(pieces, rate, g_path, t0)
+        source = g_path if chosen_engine != ONNX_ENGINE else str(entry.path)
+        yield gr.skip(), str(_save(ctx, source, np.concatenate(pieces), rate)), _done(pieces, rate, source, t0)
 
     def load_outside(voice, g, cfg, name):
         try:
@@ -269,24 +320,30 @@ def build(ctx: Context) -> None:
     # checkpoint, which Gradio refused against the new voice's choices ("not in the list of choices").
     chosen = gr.State(None)
     refresh_btn.click(refresh, [ctx.voice, checkpoint], [checkpoint, speaker])
+    refresh_btn.click(engine_update, [ctx.voice, engine], engine)
     ctx.voice.change(refresh, ctx.voice, [checkpoint, speaker])
+    ctx.voice.change(engine_update, ctx.voice, engine)
+    engine.change(engine_text, [ctx.voice, checkpoint, engine], model_md)
     ctx.timer.tick(watch, [ctx.voice, chosen, listed], [checkpoint, speaker, listed], show_progress="hidden",
                    trigger_mode="once")
-    checkpoint.change(lambda g: (*checkpoint_update(g), g), checkpoint, [speaker, emotion_row, model_md, chosen])
+    checkpoint.change(lambda g: (*checkpoint_update(g), g), checkpoint, [speaker, emotion_row, model_md, chosen]).then(
+        engine_text, [ctx.voice, checkpoint, engine], model_md)  # the line also names the engine
     synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed,
-                                 prompt_mode, emotion_text, emotion_audio, style_text, style_weight],
+                                 prompt_mode, emotion_text, emotion_audio, style_text, style_weight, engine, ctx.voice],
                     [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
 
 
 def pick_checkpoint(choices: list[tuple[str, str]], voice_dir: Path | None, current: str | None) -> str | None:
-    """The checkpoint to select: the user's `current` one while it is listed, else the voice's newest; never
-    another voice's or an outside model the user did not pick (None when the voice has no checkpoint)."""
+    """The checkpoint to select: the user's `current` one while it is listed, else the voice's best-scored one
+    (logs/scores.json), else its newest; never another voice's or an outside model the user did not pick
+    (None when the voice has no checkpoint)."""
     values = [v for _, v in choices]
     if current in values:
         return current
     own = [v for v in values if voice_dir and Path(v).resolve().is_relative_to(voice_dir.resolve())]
-    return own[0] if own else None
+    default = generator_choices(voice_dir)[1] if own else None
+    return str(default) if default is not None and str(default) in own else (own[0] if own else None)
 
 
 def _save(ctx: Context, g_path: str, audio: np.ndarray, rate: int) -> Path:

@@ -35,10 +35,11 @@ from studio.train_state import (
 from studio.voices import newest_eval_audio
 from vits.config import VoiceConfig
 from vits.errors import KoeError
+from vits.scores import best_generator
 from vits.train.plan import RESUME, base_generator
 from vits.voice_folder import CONFIG, LOGS, config_path
 
-STAGES = {"train", "download"}
+STAGES = {"train", "download", "score"}
 BASE_AUTO = "automatic: the base model if downloaded, else from scratch"
 BASE_COMMUNITY = "Bert-VITS2 2.3 base model (config.yml folder)"
 BASE_FOLDER = "a folder on the server…"
@@ -104,6 +105,29 @@ def log_notes(log_path: str, cache: dict) -> list[str]:
     return ([cache["start"]] if "start" in cache else []) + cache.get("oom", [])[-3:]
 
 
+SCORE_CURVES = {"score": "score/score", "CER": "score/cer", "speaker similarity": "score/speaker_similarity"}
+
+
+def score_curve_rows(reader: ScalarReader) -> list[dict]:
+    """Rows {"step", "value", "curve"} of the checkpoint score curves (TensorBoard score/*), for a line plot."""
+    rows = []
+    for label, tag in SCORE_CURVES.items():
+        steps, values = reader.series(tag)
+        rows.extend({"step": s, "value": v, "curve": label} for s, v in zip(steps, values))
+    return rows
+
+
+def best_line(voice_dir: Path) -> str:
+    """"Best so far: step N (score …)" from logs/scores.json (a best step whose G file is gone is passed over)."""
+    best = best_generator(voice_dir)
+    if best is None:
+        return "No checkpoint scored yet (Score checkpoints now, or train.score_at_eval in config.json)."
+    path, step, row = best
+    cer = "n/a" if row.get("cer") is None else f"{row['cer']:.3f}"
+    return (f"Best so far: step **{step}** (score {row['score']:.3f}; CER {cer}, speaker similarity "
+            f"{row['speaker_similarity']:.3f}) — `{path.name}`")
+
+
 def build(ctx: Context) -> None:
     # Shown until the voice's config.json is loaded (TrainConfig is the one place training defaults live).
     defaults = fields_of(VoiceConfig())
@@ -153,6 +177,11 @@ def build(ctx: Context) -> None:
             losses = gr.LinePlot(x="step", y="value", color="curve", title="Losses", height=300,
                                  elem_id="loss-plot")
             loss_latest = gr.Markdown(elem_id="loss-latest")
+            scores_plot = gr.LinePlot(x="step", y="value", color="curve", title="Checkpoint scores", height=240,
+                                      elem_id="score-plot")
+            with gr.Row():
+                best_md = gr.Markdown("No checkpoint scored yet.", elem_id="train-best")
+                score_btn = gr.Button("Score checkpoints now", size="sm", elem_id="train-score")
         with gr.Column():
             eval_audio = gr.Audio(label="Newest eval sample", type="filepath", interactive=False,
                                   elem_id="eval-audio")
@@ -318,23 +347,38 @@ def build(ctx: Context) -> None:
         two_two = folder is not None and folder.is_dir() and voice_version(folder) == "2.2"
         return download("base22" if two_two else "base", mirror_label)
 
+    def score_now(voice):
+        """`pipeline.score` on the voice's checkpoints not scored yet, as a job."""
+        if not voice:
+            return "Pick a voice first."
+        try:
+            command = stages.score(ctx.voice_dir(voice))
+            job = ctx.runner.start(voice, "score", command.argv, expected=command.expected, gpu=command.gpu,
+                                   env=ctx.env())
+            return ctx.runner.status_text(job)
+        except KoeError as exc:
+            return error_text(exc)
+
     def tick(voice, seen_state):
         """Live view: progress bar, status, log tail, loss curves, newest eval audio (only what changed)."""
         seen_state = dict(seen_state or {})
         if not voice:
             return (progress_html(None, None), "No voice selected.", "", gr.skip(), gr.skip(), gr.skip(),
-                    gr.skip(), seen_state)
+                    gr.skip(), gr.skip(), gr.skip(), seen_state)
         job = ctx.latest(voice, {"train"})
         download_job = ctx.runner.latest(None, "download")
         try:
             voice_dir = ctx.voice_dir(voice)
         except KoeError as exc:
             return (progress_html(None, None), error_text(exc), "", gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                    seen_state)
+                    gr.skip(), gr.skip(), seen_state)
         text = ctx.runner.status_text(job) if job else "No training yet."
         if job:
             for note in log_notes(job.log_path, ctx.caches.setdefault(("train-log", job.id), {})):
                 text += f"  \n{note}"
+        score_job = ctx.latest(voice, {"score"})
+        if score_job:
+            text += "\n\nScoring: " + ctx.runner.status_text(score_job)
         if download_job and (download_job.status == RUNNING or seen_state.get("dl") != download_job.id):
             text += "\n\nDownload: " + ctx.runner.status_text(download_job)
         prog = ctx.runner.progress(job) if job else None
@@ -344,8 +388,10 @@ def build(ctx: Context) -> None:
         tail = "\n".join(ctx.runner.tail(job, 30)) if job else ""
 
         reader = ctx.caches.setdefault(("scalars", voice), ScalarReader(voice_dir / LOGS / "tensorboard"))
-        plot, latest = gr.skip(), gr.skip()
+        plot, latest, score_plot = gr.skip(), gr.skip(), gr.skip()
         if reader.refresh() or seen_state.get("voice") != voice:
+            score_rows = score_curve_rows(reader)
+            score_plot = pd.DataFrame(score_rows) if score_rows else None
             rows = reader.loss_rows()
             # An empty frame would fix the colour scale as numeric for good: send nothing instead.
             plot = pd.DataFrame(rows) if rows else None
@@ -363,8 +409,9 @@ def build(ctx: Context) -> None:
             label = f"Eval sample from step **{newest[1]}**: `{newest[0].name}`" if newest else "No eval sample yet."
             seen_state["eval"] = key
         seen_state["voice"] = voice
-        bar, text, tail = (unchanged_skip(seen_state, k, v) for k, v in (("bar", bar), ("text", text), ("tail", tail)))
-        return bar, text, tail, plot, latest, audio, label, seen_state
+        bar, text, tail, best = (unchanged_skip(seen_state, k, v) for k, v in (
+            ("bar", bar), ("text", text), ("tail", tail), ("best", best_line(voice_dir))))
+        return bar, text, tail, plot, latest, audio, label, score_plot, best, seen_state
 
     base.change(lambda c: gr.update(visible=c == BASE_FOLDER), base, base_folder)
     view = [ctx.voice, base, base_folder, batch, bf16, gpus, model_size, max_steps]
@@ -382,6 +429,7 @@ def build(ctx: Context) -> None:
     stop_btn.click(stop, ctx.voice, status)
     dl_base.click(download_base, [ctx.voice, mirror], status)
     dl_models.click(lambda m: download("models", m), mirror, status)
-    outputs = [progress, status, log, losses, loss_latest, eval_audio, eval_label, seen]
+    score_btn.click(score_now, ctx.voice, status)
+    outputs = [progress, status, log, losses, loss_latest, eval_audio, eval_label, scores_plot, best_md, seen]
     ctx.timer.tick(tick, [ctx.voice, seen], outputs, show_progress="hidden", trigger_mode="once")
     ctx.voice.change(tick, [ctx.voice, seen], outputs)

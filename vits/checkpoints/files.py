@@ -114,18 +114,20 @@ def clean_leftover_saves(models_dir: str | os.PathLike) -> list[tuple[Path, int]
     return removed
 
 
-def rotate_checkpoints(models_dir: str | os.PathLike, keep: int) -> list[Path]:
+def rotate_checkpoints(models_dir: str | os.PathLike, keep: int, protect: Iterable[int] = ()) -> list[Path]:
     """Delete old checkpoints, keeping the newest `keep` steps of each network separately.
 
     Unlike Bert-VITS2 (which sorts by modification time and lets D_ and DUR_ share one list), files are
     ordered by the step in their name and G, D, DUR and WD each keep their own `keep` newest.
-    ``*_0.pth`` (the base model) is never deleted; `keep` <= 0 deletes nothing. Returns the deleted paths.
+    ``*_0.pth`` (the base model) and the steps in `protect` (the best-scored one, `vits.scores.best_step`)
+    are never deleted and do not count against `keep`; `keep` <= 0 deletes nothing. Returns the deleted paths.
     """
     if keep <= 0:
         return []
+    protected = {0, *protect}
     deleted = []
     for files in list_checkpoints(models_dir).values():
-        steps = sorted((s for s in files if s != 0), reverse=True)
+        steps = sorted((s for s in files if s not in protected), reverse=True)
         for step in steps[keep:]:
             try:
                 files[step].unlink()

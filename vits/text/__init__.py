@@ -1,17 +1,17 @@
-"""Text frontend: raw text in Chinese, Japanese, English or a mix -> phones, tones, word2ph (spec §7).
+"""Text frontend: raw text in Chinese, Japanese, English, Korean or a mix -> phones, tones, word2ph (spec §7).
 
     clean_text("你好呀，Hello世界！", "ZH") -> [Cleaned(ZH "你好呀,"), Cleaned(EN "Hello"), Cleaned(ZH "世界!")]
 
-Languages: "ZH", "JP", "EN" (the host language: its normaliser reads digits, dates, money...; runs in
+Languages: "ZH", "JP", "EN", "KO" (the host language: its normaliser reads digits, dates, money...; runs in
 another script become their own segments: Latin words in Chinese/Japanese text are read in English,
-Chinese characters in English text in Chinese, kana in Japanese), "AUTO" (host = the script with the
-most syllables; Han characters are Japanese when the text has kana) and "MIX" (markup
-`[ZH]...[ZH][EN]...[EN]` or `<zh>...<en>...` with optional `</zh>`; unmarked text is AUTO).
+Chinese characters in English text in Chinese, kana in Japanese, Hangul in Korean), "AUTO" (host = the
+script with the most syllables; Han characters are Japanese when the text has kana) and "MIX" (markup
+`[ZH]...[ZH][EN]...[EN][KO]...[KO]` or `<zh>...<en>...<ko>...` with optional `</zh>`; unmarked text is AUTO).
 
 Defined results for odd input (never an exception other than KoeError for a bad language):
   * empty, whitespace, only punctuation, only emoji -> [] (nothing to read; a TextWarning says so
     unless the text was blank). Callers that must produce audio raise KoeError("nothing to read").
-  * characters no language reads (emoji, Hangul, Cyrillic, symbols) are removed; one TextWarning
+  * characters no language reads (emoji, Cyrillic, lone jamo, symbols) are removed; one TextWarning
     names them.
   * long text is processed whole (split it with `split_sentences` for synthesis).
 """
@@ -29,17 +29,20 @@ from vits.text.userdict import UserDict
 __all__ = ["Cleaned", "TextWarning", "UserDict", "clean_text", "clean_single", "split_sentences", "split_markup",
            "split_scripts", "detect_language", "distribute_phone", "LANGUAGES"]
 
-LANGUAGES = ("ZH", "JP", "EN", "AUTO", "MIX")
-_LANG_ALIASES = {"ZH": "ZH", "CN": "ZH", "ZH-CN": "ZH", "JP": "JP", "JA": "JP", "EN": "EN", "AUTO": "AUTO",
-                 "MIX": "MIX"}
-_TAG_RX = re.compile(r"\[(ZH|JP|JA|EN)\]|<(/?)(zh|jp|ja|en)>", re.IGNORECASE)
+LANGUAGES = ("ZH", "JP", "EN", "KO", "AUTO", "MIX")
+_LANG_ALIASES = {"ZH": "ZH", "CN": "ZH", "ZH-CN": "ZH", "JP": "JP", "JA": "JP", "EN": "EN", "KO": "KO", "KR": "KO",
+                 "AUTO": "AUTO", "MIX": "MIX"}
+_TAG_RX = re.compile(r"\[(ZH|JP|JA|EN|KO)\]|<(/?)(zh|jp|ja|en|ko)>", re.IGNORECASE)
 
 
 # --- character classes ---------------------------------------------------------------------------
 
 def _char_class(c: str) -> str:
-    """H (Han), K (kana), L (Latin letter), N (neutral: digit, space, punctuation), X (unreadable)."""
+    """H (Han), K (kana), G (Hangul syllable), L (Latin letter), N (neutral: digit, space, punctuation),
+    X (unreadable)."""
     o = ord(c)
+    if 0xAC00 <= o <= 0xD7A3:
+        return "G"
     if 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or c in "々〆〇":
         return "H"
     if 0x3041 <= o <= 0x30FF and c not in "・゠" or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9F:
@@ -55,16 +58,19 @@ def _char_class(c: str) -> str:
 
 
 def detect_language(text: str) -> str:
-    """The dominant language of `text` by script: "ZH", "JP" or "EN" ("ZH" when nothing decides).
+    """The dominant language of `text` by script: "ZH", "JP", "EN" or "KO" ("ZH" when nothing decides).
 
-    Kana anywhere makes Han characters Japanese; Latin letters count one syllable per three letters.
+    Kana anywhere makes Han characters Japanese; Latin letters count one syllable per three letters;
+    Hangul syllables count one each.
     """
-    counts = {"H": 0, "K": 0, "L": 0}
+    counts = {"H": 0, "K": 0, "L": 0, "G": 0}
     for c in text:
         k = _char_class(c)
         if k in counts:
             counts[k] += 1
     cjk = counts["H"] + counts["K"]
+    if counts["G"] and counts["G"] >= cjk and counts["G"] >= counts["L"] / 3:
+        return "KO"
     if cjk == 0 and counts["L"] == 0:
         return "ZH"
     if counts["L"] / 3 > cjk:
@@ -99,7 +105,7 @@ def split_markup(text: str) -> list[tuple[str | None, str]]:
 def split_scripts(text: str, host: str) -> tuple[list[tuple[str, str]], list[str]]:
     """Cut host-language text into (language, text) runs by script; returns (runs, removed chars).
 
-    Latin runs are EN; Han/kana runs are JP if they hold kana or the host is JP, else ZH.
+    Latin runs are EN; Hangul runs KO; Han/kana runs are JP if they hold kana or the host is JP, else ZH.
     Digits, spaces and punctuation stay with the run before them (or the first run).
     """
     removed: list[str] = []
@@ -113,7 +119,7 @@ def split_scripts(text: str, host: str) -> tuple[list[tuple[str, str]], list[str
         if k == "N":
             pending += c
             continue
-        group = "C" if k in ("H", "K") else "L"
+        group = "C" if k in ("H", "K") else k
         if runs and runs[-1][0] == group:
             runs[-1][1] += pending + c
         elif runs:
@@ -132,6 +138,8 @@ def split_scripts(text: str, host: str) -> tuple[list[tuple[str, str]], list[str
     for group, piece in runs:
         if group == "L":
             lang = "EN"
+        elif group == "G":
+            lang = "KO"
         elif group == "C":
             has_kana = any(_char_class(c) == "K" for c in piece)
             lang = "JP" if has_kana or host == "JP" or (host == "EN" and text_has_kana) else "ZH"
@@ -151,6 +159,8 @@ def _normalize_numbers(text: str, host: str) -> str:
         from vits.text.zh.normalizer import normalize_numbers
     elif host == "JP":
         from vits.text.ja.normalizer import normalize_numbers
+    elif host == "KO":
+        from vits.text.ko.normalizer import normalize_numbers
     else:
         from vits.text.en.normalizer import normalize_numbers
     return normalize_numbers(text)
@@ -171,6 +181,13 @@ def _clean_one(language: str, text: str, user_dict: UserDict | None) -> tuple[Cl
         norm, removed = normalize(text)
         phones, tones, word2ph, unknown, bert_text = g2p(norm, user_dict.ja if user_dict else None)
         return Cleaned("JP", bert_text, phones, tones, word2ph, unknown=unknown), removed
+    if language == "KO":
+        from vits.text.ko.g2p import g2p
+        from vits.text.ko.normalizer import normalize
+
+        norm, removed = normalize(text)
+        phones, tones, word2ph, unknown = g2p(norm)
+        return Cleaned("KO", norm, phones, tones, word2ph, unknown=unknown), removed
     from vits.text.en.g2p import g2p
     from vits.text.en.normalizer import normalize
 
@@ -184,7 +201,7 @@ def clean_text(text: str, language: str = "ZH", user_dict: UserDict | None = Non
 
     Args:
         text: any string (markup only matters for language "MIX").
-        language: "ZH", "JP", "EN", "AUTO" or "MIX" (case-insensitive; "JA" = "JP").
+        language: "ZH", "JP", "EN", "KO", "AUTO" or "MIX" (case-insensitive; "JA" = "JP", "KR" = "KO").
         user_dict: pronunciations applied before g2p (`UserDict.load(voice_dir / "userdict.txt")`).
     Returns the readable segments; [] when nothing is left to read (see the module docstring).
     Raises KoeError for an unknown language or a non-string text.
@@ -221,17 +238,17 @@ def clean_text(text: str, language: str = "ZH", user_dict: UserDict | None = Non
 
 
 def clean_single(text: str, language: str, user_dict: UserDict | None = None) -> Cleaned | None:
-    """One Cleaned in exactly `language` (ZH/JP/EN), as training lists need (one language per line).
+    """One Cleaned in exactly `language` (ZH/JP/EN/KO), as training lists need (one language per line).
 
     Unlike clean_text, runs in other scripts are not split off but deleted (as the reference does),
     with a TextWarning naming them. Returns None when nothing readable is left.
-    Raises KoeError for a language other than ZH/JP/EN or a non-string text.
+    Raises KoeError for a language other than ZH/JP/EN/KO or a non-string text.
     """
     if not isinstance(text, str):
         raise KoeError(f"text must be a string, got {type(text).__name__}", fix="pass the text as str")
     lang = _LANG_ALIASES.get(str(language).strip().upper())
-    if lang not in ("ZH", "JP", "EN"):
-        raise KoeError(f"a training line needs one language, got {language!r}", fix="use ZH, JP or EN")
+    if lang not in ("ZH", "JP", "EN", "KO"):
+        raise KoeError(f"a training line needs one language, got {language!r}", fix="use ZH, JP, EN or KO")
     if not text.strip():
         return None
     cleaned, removed = _clean_one(lang, _normalize_numbers(text, lang), user_dict)

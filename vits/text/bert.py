@@ -2,7 +2,8 @@
 
 Per language one pretrained model read from a local folder with transformers:
 ZH hfl/chinese-roberta-wwm-ext-large (BERT), JP ku-nlp/deberta-v2-large-japanese-char-wwm and
-EN microsoft/deberta-v3-large (DeBERTa-v2 architecture). The feature of a token is the output of
+EN microsoft/deberta-v3-large (DeBERTa-v2 architecture), and for Korean-enabled voices KO klue/roberta-large
+(RoBERTa, 1024-d, read one token per syllable like ZH/JP). The feature of a token is the output of
 transformer layer 22 of 24 (`hidden_states[-3]`); each token row is repeated word2ph[i] times
 (blank-adjusted) -> [hidden, len(phones with blanks)]. The real models have hidden = 1024; any
 folder with the same architecture works (tests use tiny random ones, hidden = their hidden_size).
@@ -21,35 +22,31 @@ from pathlib import Path
 import torch
 
 from vits.errors import HUB, KoeError, hub_download_fix, one_line_reason
+from vits.text.bert_align import align_word2ph, batches, blank_word2ph, char_token_ids, join_windows, windows
 from vits.text.common import Cleaned
 
 HUB_REPOS = {
     "ZH": "hfl/chinese-roberta-wwm-ext-large",
     "JP": "ku-nlp/deberta-v2-large-japanese-char-wwm",
     "EN": "microsoft/deberta-v3-large",
+    "KO": "klue/roberta-large",
 }
 DEFAULT_DIRS = {
     "ZH": "models/bert/chinese-roberta-wwm-ext-large",
     "JP": "models/bert/deberta-v2-large-japanese-char-wwm",
     "EN": "models/bert/deberta-v3-large",
+    "KO": "models/bert/klue-roberta-large",
 }
 _WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors", "pytorch_model.bin.index.json",
                  "model.safetensors.index.json")
-
-
-def blank_word2ph(word2ph: list[int]) -> list[int]:
-    """word2ph after add_blank (spec §7.6): every count doubled, the first token covers one more."""
-    out = [2 * w for w in word2ph]
-    if out:
-        out[0] += 1
-    return out
 
 
 def _missing_model_error(lang: str, folder: Path, what: str) -> KoeError:
     return KoeError(
         f"the {lang} BERT model ({HUB_REPOS.get(lang, '?')}) is not there: {what}",
         where=str(folder),
-        fix=(f"download it: `python -m pipeline.download bert` (or vits.text.bert.download_bert_models()), "
+        fix=(f"download it: `{'KOE_KOREAN=1 ' if lang == 'KO' else ''}python -m pipeline.download bert` "
+             f"(or vits.text.bert.download_bert_models()), "
              f"set HF_ENDPOINT=https://hf-mirror.com if the hub is blocked, or copy the model files into "
              f"this folder / point `bert: {lang}:` in config.yml at it"),
     )
@@ -138,6 +135,8 @@ class BertFeatures:
         model.encoder.layer = torch.nn.ModuleList(list(layers)[:keep])
         model.eval().requires_grad_(False).to(self.device, self.dtype)
         max_tokens = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+        if model.config.model_type in ("roberta", "xlm-roberta"):  # KO: positions start after the pad index
+            max_tokens -= int(model.config.pad_token_id or 0) + 1
         return _Loaded(tokenizer, model, int(model.config.hidden_size), max_tokens)
 
     def hidden_size(self, language: str) -> int:
@@ -153,49 +152,31 @@ class BertFeatures:
     def token_ids(self, cleaned: Cleaned) -> list[int]:
         """Input ids (with [CLS]/[SEP]) of a segment's normalised text.
 
-        ZH/JP: one token per character, as the reference assumes; a character the tokenizer would split
+        ZH/JP/KO: one token per character, as the reference assumes; a character the tokenizer would split
         (the Japanese one turns "…" into "...") keeps its first piece.
         """
         loaded = self._get(cleaned.language)
         tok = loaded.tokenizer
         if cleaned.language == "EN":
             return list(tok(cleaned.norm_text, add_special_tokens=True)["input_ids"])
-        ids = [tok.cls_token_id]
-        for char in cleaned.norm_text:
+
+        def piece_id(char: str) -> int:
             if char not in loaded.char_ids:
                 pieces = tok.tokenize(char)
                 loaded.char_ids[char] = tok.convert_tokens_to_ids(pieces[0]) if pieces else tok.unk_token_id
-            if not char.isspace():
-                ids.append(loaded.char_ids[char])
-        return ids + [tok.sep_token_id]
+            return loaded.char_ids[char]
+
+        return char_token_ids(cleaned.norm_text, piece_id, tok.cls_token_id, tok.sep_token_id)
 
     def aligned_word2ph(self, cleaned: Cleaned, n_tokens: int | None = None) -> list[int]:
         """word2ph matching this tokenizer (before blanks); EN per-word lists are re-aligned.
 
         Raises KoeError when the counts cannot be matched (text stage used another tokenizer).
         """
-        n_tokens = n_tokens if n_tokens is not None else len(self.token_ids(cleaned))
-        word2ph = list(cleaned.word2ph)
-        if sum(word2ph) != len(cleaned.phones):
-            raise KoeError(f"word2ph sums to {sum(word2ph)} but there are {len(cleaned.phones)} phones",
-                           where=repr(cleaned.norm_text[:40]), fix="re-run the text stage (pipeline.text)")
-        if len(word2ph) == n_tokens:
-            return word2ph
-        if cleaned.language == "EN":
-            from vits.text.en.g2p import align_word2ph, split_words, token_offsets
+        from vits.text.en.g2p import token_offsets
 
-            words = split_words(cleaned.norm_text)
-            word_phones = cleaned.word_phones
-            if word_phones is None and len(word2ph) == len(words) + 2:
-                word_phones = word2ph[1:-1]
-            if word_phones is not None and len(word_phones) == len(words):
-                offsets = token_offsets(self._get("EN").tokenizer, cleaned.norm_text)
-                if len(offsets) + 2 == n_tokens:
-                    return [1] + align_word2ph(words, word_phones, offsets, cleaned.norm_text) + [1]
-        raise KoeError(
-            f"word2ph has {len(word2ph)} entries but the {cleaned.language} tokenizer gives {n_tokens} tokens",
-            where=repr(cleaned.norm_text[:40]),
-            fix="re-run the text stage (python -m pipeline.text) with the same BERT models")
+        n_tokens = n_tokens if n_tokens is not None else len(self.token_ids(cleaned))
+        return align_word2ph(cleaned, n_tokens, lambda text: token_offsets(self._get("EN").tokenizer, text))
 
     # --- features -----------------------------------------------------------------------------------
 
@@ -242,42 +223,12 @@ class BertFeatures:
     @torch.inference_mode()
     def _hidden_states(self, loaded: _Loaded, ids: list[list[int]]) -> list[torch.Tensor]:
         """Token features [n_tokens, hidden] (float32, CPU) per id list; long inputs run in windows."""
-        windows: list[tuple[int, list[int]]] = []  # (utterance, window ids)
-        for u, seq in enumerate(ids):
-            body = seq[1:-1]
-            step = loaded.max_tokens - 2
-            if len(seq) <= loaded.max_tokens:
-                windows.append((u, seq))
-            else:  # beyond the position table: read in windows, each with its own [CLS]/[SEP]
-                for start in range(0, len(body), step):
-                    windows.append((u, [seq[0]] + body[start:start + step] + [seq[-1]]))
-        order = sorted(range(len(windows)), key=lambda k: len(windows[k][1]))
-        results: list[torch.Tensor | None] = [None] * len(windows)
+        spans = windows(ids, loaded.max_tokens)  # (utterance, window ids)
+        results: list[torch.Tensor | None] = [None] * len(spans)
         pad_id = loaded.tokenizer.pad_token_id or 0
-        batches: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for k in order:  # shortest first, so each batch pads little
-            size = len(windows[k][1])
-            if current and max(longest, size) * (len(current) + 1) > self.max_batch_tokens:
-                batches.append(current)
-                current, longest = [], 0
-            current.append(k)
-            longest = max(longest, size)
-        if current:
-            batches.append(current)
-        for batch in batches:
-            self._forward(loaded, [windows[j][1] for j in batch], pad_id, batch, results)
-        per_utt: list[list[torch.Tensor]] = [[] for _ in ids]
-        for (u, _), r in zip(windows, results):
-            per_utt[u].append(r)
-        joined = []
-        for parts in per_utt:
-            if len(parts) == 1:
-                joined.append(parts[0])
-            else:
-                joined.append(torch.cat([parts[0][:1]] + [p[1:-1] for p in parts] + [parts[-1][-1:]], dim=0))
-        return joined
+        for batch in batches([len(seq) for _, seq in spans], self.max_batch_tokens):  # shortest first
+            self._forward(loaded, [spans[j][1] for j in batch], pad_id, batch, results)
+        return join_windows(len(ids), spans, results, lambda parts: torch.cat(parts, dim=0))
 
     def _forward(self, loaded: _Loaded, seqs: list[list[int]], pad_id: int, keys: list[int], results) -> None:
         longest = max(len(s) for s in seqs)

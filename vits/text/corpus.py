@@ -1,12 +1,13 @@
 """Score the text frontend against a hand-written reading corpus (tests/data/frontend_corpus/*.tsv).
 
 One case per line, `text<TAB>expected reading`; `#` starts a comment line. The file name's prefix is the
-language (`zh_`, `en_`, `ja`). Expected readings:
+language (`zh_`, `en_`, `ja`, `ko`). Expected readings:
   * zh: toned pinyin per syllable after sandhi, punctuation left out ("yi1 jiu3 jiu3 qi1 nian2");
     `a/b` accepts either (third-tone sandhi across words, where careful readers differ).
   * en: the words as read, case-insensitive, punctuation left out; `{r eh d}` is the phones (no stress)
     of the word at that place, to pin a heteronym or an acronym.
   * ja: the model phones, space-separated, without the boundary "_" and punctuation.
+  * ko: the pronunciation written in Hangul (학교 → 학꾜, 10일 → 시빌); spaces and punctuation ignored.
 A case is right only when the whole sentence is right.
 """
 
@@ -87,7 +88,7 @@ def reading(text: str, language: str) -> str:
     """The frontend's reading of `text` in the corpus notation of `language` ("zh", "en", "ja")."""
     from vits.text import clean_text
 
-    lang = {"zh": "ZH", "en": "EN", "ja": "JP"}[language]
+    lang = {"zh": "ZH", "en": "EN", "ja": "JP", "ko": "KO"}[language]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         segs = clean_text(text, lang)
@@ -97,6 +98,10 @@ def reading(text: str, language: str) -> str:
             parts += _zh_syllables(seg)
         elif seg.language == "EN":
             parts += ["{" + " ".join(p) + "}" + w for w, p in _en_words(seg)]
+        elif seg.language == "KO":
+            from vits.text.ko.g2p import phones_to_hangul
+
+            parts.append(phones_to_hangul(seg.phones))
         else:
             parts += [p for p in seg.phones if p != "_" and p not in PUNCTUATION]
     return " ".join(parts)
@@ -109,6 +114,8 @@ def _matches(expected: str, got: str, language: str) -> bool:
         return len(want) == len(have) and all(h in w.split("/") for w, h in zip(want, have))
     if language == "ja":
         return want == got.split()
+    if language == "ko":
+        return "".join(c for c in expected if "\uac00" <= c <= "\ud7a3") == "".join(got.split())
     have = re.findall(r"\{([^}]*)\}(\S+)", got)  # (phones, word)
     if len(want) != len(have):
         return False
@@ -122,7 +129,7 @@ def _matches(expected: str, got: str, language: str) -> bool:
 
 
 def language_of(file_name: str) -> str:
-    """"zh", "en" or "ja" from a corpus file name (zh_numbers.tsv -> "zh")."""
+    """"zh", "en", "ja" or "ko" from a corpus file name (zh_numbers.tsv -> "zh")."""
     return file_name[:2]
 
 

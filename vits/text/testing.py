@@ -3,7 +3,8 @@
 The folders load exactly like the real models (`BertFeatures`), only smaller: `hidden` features
 instead of 1024, `layers` instead of 24. ZH/JP use the real tokenizer files (shared/golden/tokenizers);
 EN gets a small sentencepiece-style BPE tokenizer trained here, since deberta-v3's spm.model is not
-available offline.
+available offline; KO a WordPiece tokenizer over the Hangul syllables of a short built-in text (KLUE's
+tokenizer is a BERT WordPiece too, and none ships offline) with a RoBERTa model like klue/roberta-large.
 """
 
 from __future__ import annotations
@@ -20,6 +21,31 @@ _EN_CORPUS = (
     "unbelievable , wonderful , beautifully , information , international , pronunciation , don't , it's , "
     "i'm , they're , speaking , reading , writing , numbers one two three four five six seven eight nine ten"
 )
+
+
+_KO_CORPUS = (
+    "안녕하세요 감사합니다 저는 한국어를 공부하는 학생입니다 오늘은 날씨가 좋아요 사과 세 개 주세요 "
+    "학교에 가요 국물이 맛있어요 같이 가요 값이 너무 비싸요 시간이 없어요 이천이십사년 유월 십일 "
+    "하나 둘 셋 넷 다섯 여섯 일곱 여덟 아홉 열 일 이 삼 사 오 육 칠 팔 구 십 백 천 만 원 명 살 시 분"
+)
+
+
+def _korean_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    syllables = sorted({c for c in _KO_CORPUS if not c.isspace()})
+    vocab = specials + list("!?…,.'-") + syllables + ["##" + c for c in syllables]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                   unk_token="[UNK]", mask_token="[MASK]")
+    fast.save_pretrained(str(folder))
+    return fast
 
 
 def _english_tokenizer(folder: Path):
@@ -51,8 +77,9 @@ def build_tiny_models(root: str | Path, tokenizers_dir: str | Path | None, hidde
     """Write tiny random model folders under `root`; returns {language: folder}.
 
     Args:
-        root: where to create `zh/`, `jp/`, `en/`.
+        root: where to create `zh/`, `jp/`, `en/`, `ko/`.
         tokenizers_dir: shared/golden/tokenizers (needed for ZH and JP).
+        languages: any of ZH, JP, EN, KO.
         hidden, layers: model size (real models: 1024, 24).
     """
     import torch
@@ -83,6 +110,10 @@ def build_tiny_models(root: str | Path, tokenizers_dir: str | Path | None, hidde
                 model = tf.BertForMaskedLM(tf.BertConfig(vocab_size=vocab, **common))
             else:
                 model = tf.DebertaV2ForMaskedLM(tf.DebertaV2Config(vocab_size=vocab, **common, **deberta))
+        elif lang == "KO":
+            tok = _korean_tokenizer(folder)
+            model = tf.RobertaModel(tf.RobertaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                                     **{**common, "max_position_embeddings": 514}))
         else:
             tok = _english_tokenizer(folder)
             model = tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,

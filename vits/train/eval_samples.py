@@ -58,7 +58,8 @@ class EvalSamples:
             for i in range(min(EVAL_ITEMS, len(self.val_set))):
                 utt = self.val_set.items[i]
                 (x, x_len, spec, _spec_len, wav, wav_len, sid, tone, lang, bert, ja_bert, en_bert, *emo) = (
-                    t.to(self.device) for t in collate([self.val_set[i]]))  # emo: 2.2 voices only
+                    t.to(self.device) for t in collate([self.val_set[i]]))  # emo: 2.2 voices; ko_bert: Korean
+                ko = {"ko_bert": emo.pop()} if getattr(model, "korean", False) and emo else {}
                 files = {}
                 gt = wav[0, 0, : int(wav_len[0])].cpu().numpy()
                 soundfile.write(tmp / f"{i:02d}_gt.wav", gt, d.sampling_rate, subtype="PCM_16")
@@ -71,7 +72,7 @@ class EvalSamples:
                 for ratio in (0.0, 1.0):
                     o = model.infer(x, x_len, sid, tone, lang, bert, ja_bert, en_bert, y=spec, max_len=1000,
                                     sdp_ratio=ratio, noise_scale=EVAL_NOISE_SCALE,
-                                    noise_scale_w=EVAL_NOISE_SCALE_W, emo=emo[0] if emo else None)[0]
+                                    noise_scale_w=EVAL_NOISE_SCALE_W, emo=emo[0] if emo else None, **ko)[0]
                     audio = o[0, 0].float().clamp(-1, 1).cpu()
                     tag = f"sdp{int(ratio)}"
                     name = f"{i:02d}_{tag}.wav"

@@ -33,6 +33,7 @@ from vits.config import VoiceConfig
 from vits.data import validate_lists
 from vits.errors import KoeError
 from vits.progress import ProgressMeter, format_progress
+from vits.scores import best_step
 from vits.train.eval_samples import EvalSamples
 from vits.train.lock import TrainingLock
 from vits.train.options import DataProblems, TrainOptions, TrainResult
@@ -206,6 +207,7 @@ class Trainer:
                         self.losses.check_nonfinite(step)
                         last_saved = self._save()
                         self._evaluate()
+                        self._score(last_saved)
                     if max_steps is not None and step >= max_steps:
                         stop = "max_steps"
                     elif stop_requested(self.rt, self.stop):
@@ -278,7 +280,8 @@ class Trainer:
                                          scaler=nets.scaler if kind == "G" else None, extra=extra)
             if kind == "G":
                 g_path = path
-        ckpts.rotate_checkpoints(self.models_dir, t.keep_ckpts)
+        best = best_step(self.voice_dir)  # rotation never deletes the best-scored checkpoint
+        ckpts.rotate_checkpoints(self.models_dir, t.keep_ckpts, protect=[best] if best is not None else [])
         self.event("checkpoint saved", checkpoint=str(g_path))
         return g_path
 
@@ -295,6 +298,33 @@ class Trainer:
             return
         if folder is not None:
             self.event("eval", eval_dir=str(folder))
+
+    def scoring_enabled(self) -> bool:
+        """train.score_at_eval, where null means on when training on a GPU, off on the CPU."""
+        wanted = self.cfg.train.score_at_eval
+        return bool(self.device.type == "cuda" if wanted is None else wanted) and self.opts.scorer is not None
+
+    def _score(self, g_path: Path | None) -> None:
+        """Checkpoint scoring at an eval (rank 0): scores.json + score/* scalars; a failure is a warning."""
+        if not self.rt.is_main or g_path is None or not self.scoring_enabled():
+            return
+        step = self.global_step
+        try:
+            result = self.opts.scorer(g_path, step)
+        except KoeError as exc:  # says where and the fix
+            self.log(f"warning: scoring step {step} failed: {exc} (training goes on)")
+            return
+        except (RuntimeError, OSError, ValueError) as exc:
+            self.log(f"warning: scoring step {step} failed: {type(exc).__name__}: {exc} → run python -m "
+                     "pipeline.score on the voice to see the full error, or set train.score_at_eval: false in "
+                     "config.json to train without scoring (training goes on)")
+            return
+        for name in ("cer", "speaker_similarity", "score"):
+            if result.get(name) is not None:
+                self.writer.add_scalar(f"score/{name}", result[name], step)
+        self.writer.flush()
+        self.event("scored", score=result.get("score"), cer=result.get("cer"),
+                   speaker_similarity=result.get("speaker_similarity"), best=result.get("best"))
 
 
 def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> TrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ class TrainOptions:
     use_wavlm: bool | None = None  # None: config.json's train.use_wavlm
     device: str | None = None
     num_workers: int | None = None
+    # Checkpoint scoring at each eval (train.score_at_eval): called with (G file, step), returns that step's
+    # {"cer", "speaker_similarity", "score", "best"}; `prep.score.TrainingScorer` (set by pipeline.train).
+    scorer: Callable[[Path, int], dict] | None = None
 
 
 @dataclass

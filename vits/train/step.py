@@ -94,6 +94,8 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
         t.to(device, non_blocking=True) for t in batch)
     g_model = unwrap(nets.g)
     v22 = g_model.emotion
+    # the extra tensor of a batch: emo for a 2.2 voice, ko_bert for a Korean-enabled one
+    extra = {"ko_bert": emo.pop()} if getattr(g_model, "korean", False) and emo else {}
     if v22 and not emo:
         raise KoeError("this 2.2 voice's batches carry no emotion vectors", where=cfg.data.training_files,
                        fix='the config must say "version": "2.2" (no model.slm) so the loader reads the .emo.npy files')
@@ -103,7 +105,7 @@ def train_step(nets: Networks, batch, cfg: VoiceConfig, global_step: int, device
     zero = torch.zeros((), device=device)
     loss_commit, logw_sdp = zero, None
     with autocast():
-        out = nets.g(x, x_len, spec, spec_len, sid, tone, lang, bert, ja_bert, en_bert, *emo)
+        out = nets.g(x, x_len, spec, spec_len, sid, tone, lang, bert, ja_bert, en_bert, *emo, **extra)
     if v22:
         (y_hat, l_length, _attn, ids_slice, x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q),
          (hidden_x, logw, logw_), g, loss_commit) = out
