@@ -1,8 +1,9 @@
-"""Run the dataset chain on one voice: ingest -> slice -> transcribe -> resample -> text -> features -> report.
+"""Run the dataset chain on one voice: ingest -> clean -> slice -> transcribe -> resample -> text -> features -> report.
 
     python -m pipeline.prepare Data/<voice> --source recordings.zip --language zh
     python -m pipeline.prepare Data/<voice> --stages transcribe,text --whisper-model large-v3
     python -m pipeline.prepare Data/<voice> --source recordings.zip --version 2.2   # a Bert-VITS2 2.2-CLAP voice
+    python -m pipeline.prepare Data/<voice> --source rips/ --clean separate,denoise  # music and noise out first
 
 Each stage runs as `python -m pipeline.<stage>` in a subprocess (or in this process with --in-process);
 the chain stops at the first failed stage and says which and why. Every stage skips finished work, so
@@ -29,7 +30,8 @@ from prep.voice_version import VERSIONS, base_model_version, set_voice_version
 from vits.errors import KoeError
 from vits.progress import format_progress
 
-STAGES = ("ingest", "slice", "transcribe", "resample", "text", "features", "report")
+CLEAN_STEPS = ("separate", "denoise")  # pipeline.clean's flags, in the order it applies them
+STAGES = ("ingest", "clean", "slice", "transcribe", "resample", "text", "features", "report")
 
 
 # ---- the chain -----------------------------------------------------------------------------------
@@ -40,6 +42,10 @@ def stage_args(stage: str, voice: str, a: argparse.Namespace) -> list[str] | Non
         if not a.source:
             return None
         return [a.source, voice] + (["--speaker", a.speaker] if a.speaker else [])
+    if stage == "clean":  # only when asked: --clean denoise / separate / separate,denoise
+        if not a.clean:
+            return None
+        return [voice, *(f"--{step}" for step in CLEAN_STEPS if step in a.clean)]
     args = [voice]
     if stage == "slice":
         args += ["--min", str(a.min), "--max", str(a.max), "--workers", str(a.workers)]
@@ -78,6 +84,15 @@ def run_stage(stage: str, args: list[str], in_process: bool) -> int:
     return subprocess.call([sys.executable, "-m", f"pipeline.{stage}", *args], env=env)
 
 
+def _clean_steps(value: str) -> tuple[str, ...]:
+    steps = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in steps if s not in CLEAN_STEPS]
+    if unknown or not steps:
+        raise argparse.ArgumentTypeError(f"unknown clean step(s) {', '.join(unknown) or value!r}: use denoise, "
+                                         "separate or separate,denoise")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("prepare", __doc__)
     parser.add_argument("voice", help=cli.VOICE_HELP)
@@ -85,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated stages to run, in chain order (default: all; ingest only with --source)")
     parser.add_argument("--source", help="folder, zip or audio file to ingest")
     parser.add_argument("--speaker", help="speaker for files not in a sub-folder (default: the voice name)")
+    parser.add_argument("--clean", type=_clean_steps, default=(),
+                        help="clean the recordings before slicing: denoise, separate or separate,denoise "
+                             "(default: no cleaning)")
     parser.add_argument("--min", type=float, default=SliceOptions.min_seconds,
                         help="shortest clip in seconds (default %(default)s)")
     parser.add_argument("--max", type=float, default=SliceOptions.max_seconds,
                         help="longest clip in seconds (default %(default)s)")
-    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "auto"])
+    parser.add_argument("--language", default=TranscribeOptions.language, choices=["zh", "ja", "en", "ko", "auto"])
     parser.add_argument("--whisper-model", help="Whisper name or .pt path (default: config.yml)")
     parser.add_argument("--prompt", help="initial prompt for Whisper (names, style of punctuation)")
     parser.add_argument("--beam-size", type=int, default=TranscribeOptions.beam_size)

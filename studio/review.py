@@ -161,12 +161,23 @@ def load_flags(voice_dir: str | Path) -> dict[str, tuple[float | None, list[str]
             add(wav, reason=str(flag))
     report = read_json(voice_dir / REPORT_JSON, None)
     if isinstance(report, dict):
-        for problem in report.get("problems", []) or []:
+        # clip_problems: the health report's per-clip findings (same-speaker check included, with its score)
+        for problem in [*(report.get("problems", []) or []), *(report.get("clip_problems", []) or [])]:
             if isinstance(problem, dict):
                 wav = problem.get("wav") or problem.get("clip")
                 if wav:
                     add(str(wav), reason=str(problem.get("problem") or problem.get("message") or "problem"))
     return found
+
+
+def speaker_scores(voice_dir: str | Path) -> dict[str, float]:
+    """Similarity to their speaker of the clips the health report's same-speaker check flagged (report.json)."""
+    report = read_json(Path(voice_dir) / REPORT_JSON, None)
+    out: dict[str, float] = {}
+    for item in (report.get("speaker_outliers") or []) if isinstance(report, dict) else []:
+        if isinstance(item, dict) and item.get("wav") and isinstance(item.get("score"), int | float):
+            out[str(item["wav"])] = float(item["score"])
+    return out
 
 
 def _meta_clips(voice_dir: Path) -> dict:
@@ -176,8 +187,9 @@ def _meta_clips(voice_dir: Path) -> dict:
 
 
 def table(voice_dir: str | Path) -> list[Clip]:
-    """The clips of a voice with their flags: those transcription left out of esd.list first (while their
-    audio is in wavs/), then doubtful ones, then the rest in esd.list order."""
+    """The clips of a voice with their flags: clips the same-speaker check flagged first (least similar on
+    top, their score in the flags), then those transcription left out of esd.list (while their audio is in
+    wavs/), then doubtful ones, then the rest in esd.list order."""
     voice_dir = Path(voice_dir)
     clips = read_esd(voice_dir / ESD_LIST)
     listed = {c.wav for c in clips}
@@ -201,7 +213,13 @@ def table(voice_dir: str | Path) -> list[Clip]:
         if not (voice_dir / clip.wav).is_file():
             clip.flags.append("audio missing")
     order = {id(c): i for i, c in enumerate(left_out + clips)}
-    return sorted(left_out + clips, key=lambda c: (not c.excluded, not c.flags, order[id(c)]))
+    outliers = speaker_scores(voice_dir)  # maybe another speaker: first, the least similar on top
+
+    def rank(c: Clip):
+        score = outliers.get(c.wav)
+        return (score is None, score if score is not None else 0.0, not c.excluded, not c.flags, order[id(c)])
+
+    return sorted(left_out + clips, key=rank)
 
 
 def to_rows(clips: list[Clip]) -> list[list[str]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vits.voice_folder import (
+    CLEAN,
     CONFIG,
     ESD_LIST,
     ESD_META,
@@ -52,6 +53,16 @@ def ingest(voice_dir: Path, source: str, speaker: str | None = None) -> Command:
     args = [source, str(voice_dir)]
     _opt(args, "--speaker", speaker)
     return Command(_module("ingest", *args), [RAW])
+
+
+def clean(voice_dir: Path, denoise: bool = True, separate: bool = False) -> Command:
+    """Clean raw/ recordings into clean/ (slicing then uses them): separate vocals, then denoise."""
+    args = [str(voice_dir)]
+    if separate:
+        args.append("--separate")
+    if denoise:
+        args.append("--denoise")
+    return Command(_module("clean", *args), [CLEAN])
 
 
 def slice_audio(voice_dir: Path, min_sec: float | None = None, max_sec: float | None = None) -> Command:

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (never `playwright install`)
 
 
 def free_port() -> int:
@@ -70,3 +73,20 @@ class Studio:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def studio_page(studio: Studio, height: int = 1000) -> Iterator:
+    """A headless Chromium page (1400 x `height`, 30 s timeouts) opened on the running studio; closed after."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.set_default_timeout(30000)
+            page.goto(studio.url)
+            yield page
+        finally:
+            browser.close()

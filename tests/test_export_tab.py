@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_studio import Studio
+from helpers_studio import Studio, studio_page
 from test_browser_e2e import CHROMIUM, open_tab, shot, wait_job
 from test_serve import TINY_MODEL
 
@@ -21,8 +21,6 @@ pytestmark = [pytest.mark.browser,
 
 
 def test_onnx_export_finishes_on_the_page_and_lists_the_files(tmp_path):
-    from playwright import sync_api
-
     voice = tmp_path / "Data" / "tiny"
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 1, "spk2id": {"alice": 0}}, "model": TINY_MODEL})
     cfg.save(config_path(voice))
@@ -33,12 +31,7 @@ def test_onnx_export_finishes_on_the_page_and_lists_the_files(tmp_path):
     studio = Studio(tmp_path, config, env={"OMP_NUM_THREADS": "2"})
     try:
         studio.wait_ready()
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30000)
-            page.goto(studio.url)
+        with studio_page(studio, 1000) as page:
             open_tab(page, "Export")
             page.wait_for_function(
                 "() => document.querySelector('#export-checkpoint input').value.includes('G_10')")
@@ -58,6 +51,5 @@ def test_onnx_export_finishes_on_the_page_and_lists_the_files(tmp_path):
             open_tab(page, "Export")
             listed.wait_for()
             assert "export_onnx: finished" in page.locator("#export-onnx-status").inner_text()
-            browser.close()
     finally:
         studio.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_studio import Studio
+from helpers_studio import Studio, studio_page
 from test_browser_e2e import CHROMIUM, field, open_tab, pick, shot, wait_job, wait_text
 from test_serve import TINY_MODEL, write_tiny_voice
 
@@ -22,8 +22,6 @@ pytestmark = [pytest.mark.browser,
 
 
 def test_listen_then_save_as_voice(tmp_path, golden_dir):
-    from playwright import sync_api
-
     config = write_tiny_voice(tmp_path, golden_dir)  # Data/tiny: speakers alice, bob; tiny Chinese BERT
     other = tmp_path / "Data" / "other"
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 1, "spk2id": {"bob": 0}}, "model": TINY_MODEL})
@@ -33,12 +31,7 @@ def test_listen_then_save_as_voice(tmp_path, golden_dir):
     studio = Studio(tmp_path, config, env={"OMP_NUM_THREADS": "2"})
     try:
         studio.wait_ready()
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(30000)
-            page.goto(studio.url)
+        with studio_page(studio, 1100) as page:
             page.locator("#voice-status").get_by_text("Loading voices").wait_for(state="detached")
             open_tab(page, "Merge")
             pick(page, "merge-a", "tiny")
@@ -66,6 +59,5 @@ def test_listen_then_save_as_voice(tmp_path, golden_dir):
             open_tab(page, "Synthesize")
             page.wait_for_function("() => document.querySelector('#checkpoint input').value.includes('G_0')")
             shot(page, "merge-saved")
-            browser.close()
     finally:
         studio.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_studio import Studio
+from helpers_studio import Studio, studio_page
 from test_browser_e2e import CHROMIUM, open_tab, shot
 from test_serve import TINY_MODEL
 
@@ -24,8 +24,6 @@ pytestmark = [pytest.mark.browser,
 
 
 def test_train_tab_shows_best_step_and_tabs_default_to_it(tmp_path):
-    from playwright import sync_api
-
     voice = tmp_path / "Data" / "tiny"
     cfg = VoiceConfig.model_validate({"data": {"n_speakers": 1, "spk2id": {"alice": 0}}, "model": TINY_MODEL})
     cfg.save(config_path(voice))
@@ -44,12 +42,7 @@ def test_train_tab_shows_best_step_and_tabs_default_to_it(tmp_path):
     studio = Studio(tmp_path, config, env={"OMP_NUM_THREADS": "2"})
     try:
         studio.wait_ready()
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.set_default_timeout(30000)
-            page.goto(studio.url)
+        with studio_page(studio, 1200) as page:
             open_tab(page, "Train")
             best = page.locator("#train-best")
             best.get_by_text("Best so far: step").wait_for()
@@ -71,6 +64,5 @@ def test_train_tab_shows_best_step_and_tabs_default_to_it(tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#export-checkpoint input').value.includes('G_20.pth')")
             assert "best score" in page.locator("#export-checkpoint input").input_value()
-            browser.close()
     finally:
         studio.stop()

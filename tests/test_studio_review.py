@@ -193,3 +193,23 @@ def test_share_needs_auth(tmp_path, capsys):
     for bad in ["nopass", ":x", "x:"]:
         with pytest.raises(KoeError):
             parse_auth(bad)
+
+
+def test_speaker_outliers_come_first_with_their_score(voice):
+    # report.json as pipeline.report writes it: the outlier list and its per-clip problem lines
+    (voice / "report.json").write_text(json.dumps({
+        "problems": ["another speaker? 2 clips, listen"],
+        "speaker_outliers": [
+            {"wav": "wavs/alice/a.wav", "speaker": "alice", "score": 0.41, "threshold": 0.6,
+             "flag": "another speaker?", "closest": None},
+            {"wav": "wavs/alice/c.wav", "speaker": "alice", "score": 0.35, "threshold": 0.6,
+             "flag": "another speaker?", "closest": None}],
+        "clip_problems": [
+            {"wav": "wavs/alice/a.wav", "problem": "another speaker? similarity 0.41 to alice (its clips: above 0.60); listen"},
+            {"wav": "wavs/alice/c.wav", "problem": "another speaker? similarity 0.35 to alice (its clips: above 0.60); listen"}],
+    }), encoding="utf-8")
+    clips = review.table(voice)
+    assert [c.wav for c in clips] == ["wavs/alice/c.wav", "wavs/alice/a.wav", "wavs/alice/b.wav"]
+    assert "another speaker? similarity 0.35" in "; ".join(clips[0].flags)
+    assert clips[1].flags == ["another speaker? similarity 0.41 to alice (its clips: above 0.60); listen"]
+    assert clips[2].flags == ["repeated words"]  # nothing dropped: the other clips keep their order

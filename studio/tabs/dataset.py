@@ -8,11 +8,12 @@ from prep.slicing import SliceOptions
 from prep.transcribe import TranscribeOptions
 from studio import review, stages
 from studio.tabs import Context, error_text
+from studio.tabs import clean as clean_step
 from studio.voices import import_uploads, read_text, save_text_with_backup
 from vits.errors import HUB, KoeError
 from vits.voice_folder import RAW, USERDICT
 
-STAGES = {"ingest", "slice", "transcribe"}
+STAGES = {"ingest", "clean", "slice", "transcribe"}
 # "Download Whisper from" -> (source, hub endpoint): OpenAI's .pt files, or openai/whisper-<name> from the
 # hub or its mirror, converted into the same .pt (prep/whisper_convert.py).
 WHISPER_FROM = {"OpenAI's server": ("openai", ""),
@@ -46,6 +47,7 @@ def build(ctx: Context) -> None:
                                 placeholder="/root/autodl-tmp/recordings", elem_id="server-folder")
             folder_btn = gr.Button("Import folder", elem_id="import-folder")
             raw_info = gr.Markdown(elem_id="raw-info")
+    clean_ui = clean_step.layout()
     with gr.Row():
         min_sec = gr.Number(label="Clip min seconds", value=SliceOptions.min_seconds, elem_id="slice-min")
         max_sec = gr.Number(label="Clip max seconds", value=SliceOptions.max_seconds, elem_id="slice-max")
@@ -144,6 +146,8 @@ def build(ctx: Context) -> None:
         except KoeError as exc:
             return gr.skip(), error_text(exc)
         return ctx.runner.status_text(job), ""
+
+    clean_step.wire(ctx, clean_ui, start, job_md, message_md)
 
     def import_folder(voice, path, spk):
         if not (path or "").strip():
