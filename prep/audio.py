@@ -232,40 +232,44 @@ def _source_blocks(path: Path, info: AudioInfo, block_frames: int) -> Iterator[n
 
 
 def iter_audio(path: str | os.PathLike, sample_rate: int | None = None, *, quality: str = "VHQ",
-               info: AudioInfo | None = None, block_frames: int | None = None) -> Iterator[np.ndarray]:
+               info: AudioInfo | None = None, block_frames: int | None = None,
+               mono: bool = True) -> Iterator[np.ndarray]:
     """Decode a file block by block as mono float32, optionally resampled (soxr stream), in bounded memory.
 
-    The samples equal `load_audio(path, sample_rate, mono=True)`'s, but memory stays a few blocks whatever
+    The samples equal `load_audio(path, sample_rate, mono=mono)`'s, but memory stays a few blocks whatever
     the file's length. Takes: path; target rate; soxr quality; `info` from probe_audio (updated at the end:
-    `frames` decoded, NaN/inf note); samples per block at the source rate (default BLOCK_FRAMES).
-    Yields: 1-D float32 arrays. Raises: KoeError for missing, empty, undecodable or sample-less files.
+    `frames` decoded, NaN/inf note); samples per block at the source rate (default BLOCK_FRAMES); `mono`
+    False keeps the file's channels. Yields: 1-D float32 arrays, or [channels, n] ones with `mono=False`.
+    Raises: KoeError for missing, empty, undecodable or sample-less files.
     """
     path = Path(path)
     info = info or probe_audio(path)
-    resampler, frames, bad_total = None, 0, 0
+    resampler, frames, bad_total, channels = None, 0, 0, 1
     for block in _source_blocks(path, info, block_frames or BLOCK_FRAMES):
         data = np.array(block, dtype=np.float32)  # a writable copy: NaNs are zeroed in place
-        frames += data.shape[1]
+        frames, channels = frames + data.shape[1], data.shape[0]
         bad = ~np.isfinite(data)
         if bad.any():
             data[bad] = 0.0
             bad_total += int(bad.sum())
-        mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
+        samples = data if not mono else data.mean(axis=0) if data.shape[0] > 1 else data[0]
         if sample_rate and sample_rate != info.sample_rate:
             if resampler is None:
                 import soxr
 
-                resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32",
-                                                quality=quality)
-            mono = resampler.resample_chunk(mono)
-        if len(mono):
-            yield mono
+                resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1 if mono else channels,
+                                                dtype="float32", quality=quality)
+            samples = (resampler.resample_chunk(samples) if mono  # soxr takes and gives [n, channels]
+                       else np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(samples.T)).T))
+        if samples.shape[-1]:
+            yield samples
     if frames == 0:
         raise KoeError("file holds no audio samples", where=str(path), fix="delete it or re-export the recording")
     if resampler is not None:
-        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        empty = np.zeros(0 if mono else (0, channels), dtype=np.float32)
+        tail = resampler.resample_chunk(empty, last=True)
         if len(tail):
-            yield tail
+            yield tail if mono else np.ascontiguousarray(tail.T)
     info.frames = frames
     if bad_total:
         info.notes.append(f"{bad_total} NaN/inf samples zeroed")

@@ -179,7 +179,7 @@ def clean_file(src: str | os.PathLike, dst: str | os.PathLike, *, denoise: bool 
         back = soxr.ResampleStream(separator.params.sample_rate, DF_RATE, 1, dtype="float32", quality="VHQ")
 
         def vocals() -> Iterator[np.ndarray]:
-            for block in separator.stream(iter_audio(src, separator.params.sample_rate, info=info)):
+            for block in separator.stream_file(src, info=info):  # the real left/right, then downmixed
                 if len(out := back.resample_chunk(block)):
                     yield out
             if len(out := back.resample_chunk(np.zeros(0, np.float32), last=True)):

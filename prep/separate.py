@@ -2,15 +2,22 @@
 
 MDX-Net works on the STFT of a fixed-length stereo chunk: `chunk = hop * (dim_t - 1)` samples at 44.1 kHz
 give `dim_t` frames (centered STFT, periodic Hann window); the model takes `[batch, 4, dim_f, dim_t]`
-(left re/im, right re/im; the `dim_f` lowest of the `n_fft/2 + 1` bins) and returns the vocal
-spectrogram in the same layout; the bins above `dim_f` are zero, the result is scaled by the model's
-`compensate` factor. The first and last `n_fft/2` samples of each chunk see a one-sided window, so we keep
-only the middle of every chunk; consecutive middles overlap by `overlap` samples and are crossfaded
-linearly, which leaves no seam. Memory holds one chunk and one input block, whatever the file's length.
+(input "input"; left re/im, right re/im; the `dim_f` lowest of the `n_fft/2 + 1` bins, the `cut_bins`
+lowest of them zeroed as UVR does) and returns the vocal spectrogram in the same layout; the bins above
+`dim_f` are zero, the result is scaled by the model's `compensate` factor (UVR scales the primary stem
+by it). The first and last `n_fft/2` samples of each chunk see a one-sided window, so we keep only the
+middle of every chunk; consecutive middles overlap by `overlap` samples and are crossfaded linearly,
+which leaves no seam. Memory holds one chunk and one input block, whatever the file's length. Stereo
+recordings are separated channel by channel as the model was trained (`stream_file(..., downmix=...)`);
+mono ones feed the same signal to both model channels.
 
 The default model is UVR-MDX-NET-Voc_FT (n_fft 7680, hop 1024, dim_f 3072, dim_t 256, 44.1 kHz,
-compensate 1.021); Kim_Vocal_2 (same STFT, compensate 1.009) works too. `python -m pipeline.download
-separator` fetches the default into `<models_dir>/separator/`.
+compensate 1.021), Kim_Vocal_2 (the same STFT, compensate 1.009) works too: the values of UVR's
+model_data.json entries 77d07b2667ddf05b9e3175941b4454a0 and 970b3f9492014d18fefeedfe4773cb42 (UVR's
+hash: md5 of a file's last 10,000 KiB). The files UVR publishes: Voc_FT 66,762,490 bytes, sha256
+534b2070fcc7df514b13ef660dc8cbb328679c2374d04354a5c42bb14ecce111; Kim_Vocal_2 66,759,214 bytes, sha256
+ce74ef3b6a6024ce44211a07be9cf8bc6d87728cc852a68ab34eb8e58cde9c8b. `python -m pipeline.download
+separator` fetches the default into `<models_dir>/separator/` from SEPARATOR_REPO.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import numpy as np
 
 from vits.errors import KoeError
 
-SEPARATOR_REPO = "seanghay/uvr_models"  # a Hugging Face copy of UVR's public MDX-Net models
+# A Hugging Face copy of UVR's public models (TRvlvr/model_repo's release), with UVR-MDX-NET-Voc_FT.onnx and
+# Kim_Vocal_2.onnx at the top level; seanghay/uvr_models, the earlier choice, is only known to hold Kim_Vocal_2.
+SEPARATOR_REPO = "Blane187/all_public_uvr_models"
 UVR_RELEASES = "https://github.com/TRvlvr/model_repo/releases/tag/all_public_uvr_models"
 SEPARATOR_FOLDER = "separator"
 
@@ -38,6 +47,7 @@ class MdxParams:
     dim_t: int
     sample_rate: int = 44100
     compensate: float = 1.0
+    cut_bins: int = 3  # UVR zeroes the lowest STFT bins (below ~17 Hz at n_fft 7680) before the model
 
     @property
     def chunk(self) -> int:
@@ -70,7 +80,8 @@ class Separator:
     """One MDX-Net ONNX model. `stream` separates one recording given as blocks; `separate` a whole array.
 
     Takes: the .onnx path; its MdxParams (default: looked up by file name in MODELS); `overlap`, the
-    crossfade length in samples between chunks (default a quarter of a chunk's kept middle).
+    crossfade length in samples between chunks (default a quarter of a chunk's kept middle; rounded up so
+    that chunks start a whole number of hops apart, which keeps every chunk on one STFT frame grid).
     Raises: KoeError when the file is missing, unknown without params, or its input shape disagrees.
     """
 
@@ -102,7 +113,10 @@ class Separator:
         self.keep = p.chunk - 2 * p.trim
         if self.keep <= 0:
             raise KoeError("chunk shorter than the STFT window", where=str(path), fix="check dim_t/hop/n_fft")
-        self.overlap = self.keep // 4 if overlap is None else int(overlap)
+        wanted = self.keep // 4 if overlap is None else int(overlap)
+        # Chunks start a whole number of hops apart, so all of them see one STFT frame grid (the network is
+        # not shift-invariant below a hop: on other grids neighbours disagree where they are crossfaded).
+        self.overlap = self.keep - (self.keep - wanted) // p.hop * p.hop if 0 <= wanted < self.keep else wanted
         if not 0 <= self.overlap <= self.keep // 2:
             raise KoeError(f"overlap {self.overlap} must be at most half the kept chunk ({self.keep} samples)",
                            fix="pass a smaller overlap")
@@ -124,6 +138,7 @@ class Separator:
         idx = np.arange(p.dim_t)[:, None] * p.hop + np.arange(p.n_fft)[None, :]
         spec = np.fft.rfft(padded[:, idx] * self._window, axis=-1)[:, :, :p.dim_f]  # [2, T, F]
         out = np.stack([spec.real, spec.imag], axis=1).transpose(0, 1, 3, 2)  # [2, 2, F, T]
+        out[:, :, :p.cut_bins] = 0.0
         return out.reshape(1, 4, p.dim_f, p.dim_t).astype(np.float32)
 
     def _istft(self, spec: np.ndarray) -> np.ndarray:
@@ -188,6 +203,21 @@ class Separator:
             buf = np.concatenate([buf, np.zeros((2, p.chunk - buf.shape[1]), np.float32)], axis=1)
             if (out := emit(window())) is not None:
                 yield out
+
+    def stream_file(self, path: str | os.PathLike, *, info=None, downmix: bool = True,
+                    block_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Vocals of an audio file at the model's rate, read in blocks with its real channels.
+
+        A stereo file is separated as left/right (the model's two channels), a mono one as mono. Takes: the
+        path; `info` from prep.audio.probe_audio (updated as iter_audio does); `downmix` averages the
+        vocal channels into 1-D blocks (the clean/ output is mono), else [channels, n] blocks (mono: 1-D);
+        the decoding block size. Raises: KoeError for unreadable audio (prep.audio.iter_audio).
+        """
+        from prep.audio import iter_audio
+
+        blocks = iter_audio(path, self.params.sample_rate, info=info, block_frames=block_frames, mono=False)
+        for out in self.stream(b[0] if b.shape[0] == 1 else b for b in blocks):  # mono files stay 1-D
+            yield out.mean(axis=0) if downmix and out.ndim == 2 else out
 
     def separate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Vocals of a whole array (1-D or [channels, n]) at any rate (resampled to the model's and back)."""
