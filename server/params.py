@@ -25,6 +25,7 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_MODELS = 4
 MAX_REFERENCE_AUDIO = 32 << 20  # bytes of a multipart body with a reference_audio clip
 PROMPT_MODES = {"text": "text", "text prompt": "text", "audio": "audio", "audio prompt": "audio"}
+BERT_PRECISIONS = ("fp32", "int8")  # `bert=`: which BERT graphs an ONNX voice reads text with (int8: --bert --int8)
 MAX_SEED = 2**63 - 1  # torch and numpy both take it, and sentence i of a stream uses seed + i
 
 
@@ -68,11 +69,22 @@ class VoiceParams(BaseModel):
     # hiyoriUI's style text: its BERT features mixed into the text's at style_weight (spec §7.7); both voices
     style_text: str | None = None
     style_weight: float = SYNTHESIS.style_weight
+    # Koe's own: the BERT precision of an ONNX voice (its int8 graphs need `export_onnx --bert --int8`)
+    bert: str = BERT_PRECISIONS[0]
 
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
         return _language_value(value)
+
+    @field_validator("bert", mode="before")
+    @classmethod
+    def _bert(cls, value: Any) -> str:
+        spelled = str(value).strip().lower() if value is not None and str(value).strip() else BERT_PRECISIONS[0]
+        if spelled not in BERT_PRECISIONS:
+            raise ValueError(f"unknown BERT precision '{value}'; use fp32 (the default) or int8 (an ONNX voice "
+                             "exported with python -m pipeline.export_onnx Data/<voice> --bert --int8)")
+        return spelled
 
     @field_validator("seed")
     @classmethod

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.bert_precision import int8_bert_error, int8_features
 from server.errors import ApiError
-from server.params import DEFAULT_MAX_MODELS
+from server.params import BERT_PRECISIONS, DEFAULT_MAX_MODELS
 from settings import Settings
 from vits.defaults import SYNTHESIS
 from vits.errors import KoeError
@@ -85,12 +86,14 @@ class LoadedModel:
     language: str = SYNTHESIS.language  # the default language of its /voice requests (hiyoriUI's model language)
     model_file: Path | None = None  # the G file (torch) or the ONNX folder that was loaded
     config_file: Path | None = None  # the config.json it was loaded with
+    bert_int8: Any = None  # an ONNX export's int8 BERT graphs, read on its first bert=int8 request (ModelRegistry)
     executor: concurrent.futures.ThreadPoolExecutor = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.executor is None:
             self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"koe-{self.name}")
         self._count_lock = threading.Lock()
+        self.bert_lock = threading.Lock()  # guards bert_int8 (server/bert_precision.py)
 
     @property
     def speakers(self) -> list[str]:
@@ -148,12 +151,17 @@ class LoadedModel:
         return self._submit(fn, NO_LIMIT).result()
 
     def info(self) -> dict:
-        return {
+        out = {
             "id": self.model_id, "name": self.name, "path": str(self.path), "backend": self.backend,
             "device": self.device, "language": self.language, "sampling_rate": self.sampling_rate,
             "speakers": self.speakers, "spk2id": self.speaker_ids(), "queue": self.pending, "served": self.served,
             "loaded_at": self.loaded_at,
         }
+        if self.backend == "onnx":  # what `bert=` may ask of this voice, and the int8 error koe_bert.json records
+            error = int8_bert_error(self.path)
+            out["bert_precisions"] = list(BERT_PRECISIONS) if error is not None else ["fp32"]
+            out["bert_int8_error"] = error
+        return out
 
     def hiyori_info(self) -> dict:
         """This model as Bert-VITS2's hiyoriUI describes one in /models/info (its fields, plus our `name`)."""
@@ -284,17 +292,28 @@ class ModelRegistry:
                 self._bert = value
             return self._bert
 
-    def bert_for(self, entry: LoadedModel):
+    def bert_for(self, entry: LoadedModel, precision: str = "fp32"):
         """The BERT features `entry` reads text with: an ONNX export's own BERT graphs when it has them
-        (`export_onnx --bert`: no torch), else the shared `bert()` (None without BERT models)."""
+        (`export_onnx --bert`: no torch), else the shared `bert()` (None without BERT models).
+
+        `precision="int8"` picks the export's int8 graphs (`--bert --int8`), opened on the first such request and
+        kept with the entry (its fp32 graphs too load only when used, so an int8-only voice holds one copy).
+        Raises ApiError(422) for an unknown precision, or int8 asked of a voice without int8 graphs.
+        """
+        if precision not in BERT_PRECISIONS:
+            raise ApiError(422, f"unknown BERT precision '{precision}'",
+                           "use bert=fp32 (the default) or bert=int8 (an ONNX voice exported with --bert --int8)")
         own = getattr(entry.voice, "bert", None) if entry.backend == "onnx" else None
+        if precision == "int8":
+            return int8_features(entry, own)
         return own if own is not None else self.bert()
 
     @staticmethod
-    def bert_engine(entry: LoadedModel) -> str:
-        """In words, what reads the text of `entry`: "ONNX BERT (fp32)", "ONNX BERT (int8)" or "torch BERT"."""
+    def bert_engine(entry: LoadedModel, precision: str = "fp32") -> str:
+        """In words, what reads the text of `entry` at `precision`: "ONNX BERT (fp32)", "ONNX BERT (int8)" or
+        "torch BERT"."""
         own = getattr(entry.voice, "bert", None) if entry.backend == "onnx" else None
-        return f"ONNX BERT ({own.kind})" if own is not None else "torch BERT"
+        return f"ONNX BERT ({'int8' if precision == 'int8' else own.kind})" if own is not None else "torch BERT"
 
     # -- CLAP (the emotion prompts of 2.2 voices)
     def clap(self):

@@ -249,7 +249,8 @@ async def _synthesize_once(registry: ModelRegistry, limits: Limits, params: Voic
     if params.language is None:  # hiyoriUI: a request without a language speaks the model's default one
         params = params.model_copy(update={"language": entry.language})
     speaker = resolve_speaker(entry, params)
-    bert_features = await asyncio.to_thread(registry.bert_for, entry)  # an ONNX export's own BERT graphs first
+    # An ONNX export's own BERT graphs first (`bert=int8`: its int8 copy, opened on the first such request)
+    bert_features = await asyncio.to_thread(registry.bert_for, entry, params.bert)
     if bert_features is None:
         raise ApiError(503, "this server has no BERT models, so it cannot read text",
                        "download them with `python -m pipeline.download bert` (into the folders named under "
@@ -260,7 +261,8 @@ async def _synthesize_once(registry: ModelRegistry, limits: Limits, params: Voic
     emotion_voice = takes_emotion(entry.voice)
     if emotion_voice:
         kwargs["emo"] = await _emotion(registry, entry, params, limits.max_queue)
-    headers = {"X-Model": entry.name, "X-Speaker": speaker, "X-Sampling-Rate": str(entry.sampling_rate)}
+    headers = {"X-Model": entry.name, "X-Speaker": speaker, "X-Sampling-Rate": str(entry.sampling_rate),
+               "X-Bert": registry.bert_engine(entry, params.bert)}
     if params.ignored(emotion_voice):
         headers["X-Ignored-Parameters"] = ",".join(params.ignored(emotion_voice))
     if params.stream:

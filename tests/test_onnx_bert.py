@@ -216,3 +216,31 @@ def test_registry_reads_an_onnx_voice_with_its_own_bert(onnx_voice):
     assert len(audio) > 0 and np.isfinite(audio).all()
     torch_entry = registry.load_now("small", backend="torch")
     assert registry.bert_for(torch_entry) is None and registry.bert_engine(torch_entry) == "torch BERT"
+
+
+def test_registry_opens_the_int8_bert_on_first_request_only(onnx_voice):
+    """`bert_for(entry, "int8")` opens the export's int8 graphs once (also for two first requests at once) and keeps
+    them with the voice; a voice only read at int8 never opens its fp32 graphs, so it holds one copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.errors import ApiError
+    from server.registry import ModelRegistry
+    from settings import load_settings
+
+    voice, _, _ = onnx_voice
+    registry = ModelRegistry(load_settings(voice.parent / "config.yml"), "cpu", bert=None)
+    entry = registry.load_now("small", backend="onnx")
+    assert entry.bert_int8 is None and entry.info()["bert_precisions"] == ["fp32", "int8"]
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: registry.bert_for(entry, "int8"), range(2))
+    assert first is second is entry.bert_int8 and first.kind == "int8"
+    assert registry.bert_engine(entry, "int8") == "ONNX BERT (int8)"
+    audio = entry.voice.synthesize("你好。", "ZH", seed=1, bert=first)
+    assert len(audio) > 0 and np.isfinite(audio).all()
+    assert list(first._loaded) == ["ZH"] and entry.voice.bert._loaded == {}  # fp32 graphs never opened
+    with pytest.raises(ApiError, match="unknown BERT precision 'fp16'"):
+        registry.bert_for(entry, "fp16")
+    torch_entry = registry.load_now("small", backend="torch")
+    with pytest.raises(ApiError, match="runs on torch") as err:
+        registry.bert_for(torch_entry, "int8")
+    assert "--bert --int8" in err.value.detail and "small@onnx" in err.value.detail

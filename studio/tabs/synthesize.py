@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from prep import voice_version
+from server.bert_precision import int8_bert_error
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
 from studio.tabs import Context, error_text
@@ -27,6 +28,8 @@ from vits.errors import KoeError
 from vits.scores import generator_choices
 from vits.voice_folder import (
     ONNX,
+    ONNX_BERT,
+    ONNX_BERT_METADATA,
     ONNX_METADATA,
     config_for_checkpoint,
     generator_files,
@@ -36,6 +39,8 @@ from vits.voice_folder import (
 
 LANGS = ["ZH", "JP", "EN", "KO", "AUTO", "MIX"]
 TORCH, ONNX_ENGINE = "torch", "onnx"  # the Engine choice: the checkpoint on torch, or the voice's ONNX export
+FP32, INT8 = "fp32", "int8"  # the BERT precision of an ONNX export (int8: export_onnx --bert --int8)
+MODEL_LINE = "synth-model-line"  # the concurrency queue of the events that write the "Speaking with" line
 REGISTRY = "model_registry"  # ctx.caches key of the studio's ModelRegistry (studio/app.py puts it there)
 
 
@@ -111,6 +116,37 @@ def load_engine(ctx: Context, engine: str | None, voice: str | None, g_path: str
         return registry(ctx).load_now(str(folder), backend="onnx")
     except ApiError as exc:
         raise KoeError(exc.error, fix=exc.detail) from None
+
+
+def bert_precision_update(ctx: Context, voice: str | None, engine: str | None, current: str | None = FP32) -> dict:
+    """The BERT precision control: shown for the ONNX engine, int8 offered only when the voice's export has int8
+    graphs, with the feature error koe_bert.json records as its info line."""
+    folder = onnx_export(ctx, voice) if engine == ONNX_ENGINE else None
+    if folder is None:
+        return gr.update(visible=False, value=FP32, interactive=False)
+    error = int8_bert_error(folder)
+    if error is None:
+        has_bert = (folder / ONNX_BERT / ONNX_BERT_METADATA).is_file()
+        why = ("this export has no int8 BERT graphs" if has_bert else
+               "this export has no BERT graphs (the studio's torch BERT reads the text)")
+        return gr.update(visible=True, value=FP32, interactive=False,
+                         info=f"fp32 only: {why}; export with --bert --int8 to offer int8.")
+    return gr.update(visible=True, value=current if current in (FP32, INT8) else FP32, interactive=True,
+                     info="int8 vs fp32 feature error (koe_bert.json): " + describe_int8_error(error))
+
+
+def describe_int8_error(error: dict[str, dict]) -> str:
+    """"ZH mean cosine 0.99812, lowest 0.99100, max abs 0.031 (1.20% of the feature scale); JP …" per language."""
+    parts = []
+    for lang, err in error.items():
+        if not err:
+            parts.append(f"{lang} not measured")
+            continue
+        part = f"{lang} mean cosine {err['mean_cosine']:.5f}, lowest {err['min_cosine']:.5f}, max abs {err['max_abs']:.3g}"
+        if "max_abs_relative" in err:
+            part += f" ({err['max_abs_relative']:.2%} of the feature scale)"
+        parts.append(part)
+    return "; ".join(parts)
 
 
 def _outside_target(folder: Path, upload: Path) -> Path:
@@ -191,8 +227,11 @@ def build(ctx: Context) -> None:
         checkpoint = gr.Dropdown([], label="Checkpoint (newest first; the best-scored one is selected)", elem_id="checkpoint")
         speaker = gr.Dropdown([], label="Speaker", elem_id="speaker")
         refresh_btn = gr.Button("Refresh", size="sm", elem_id="synth-refresh")
-    engine = gr.Radio([("PyTorch checkpoint", TORCH), ("ONNX export (onnxruntime)", ONNX_ENGINE)], value=TORCH,
-                      label="Engine", visible=False, elem_id="synth-engine")  # shown when the voice has an export
+    with gr.Row():
+        engine = gr.Radio([("PyTorch checkpoint", TORCH), ("ONNX export (onnxruntime)", ONNX_ENGINE)], value=TORCH,
+                          label="Engine", visible=False, elem_id="synth-engine")  # shown when the voice has an export
+        bert_precision = gr.Radio([("fp32", FP32), ("int8 (about 4× smaller)", INT8)], value=FP32, interactive=False,
+                                  label="BERT precision (ONNX export)", visible=False, elem_id="synth-bert")
     model_md = gr.Markdown(elem_id="synth-model")  # the file that will speak, in full
     text = gr.Textbox(label="Text", lines=4, elem_id="synth-text",
                       placeholder="Type what the voice should say. Long text is spoken sentence by sentence.")
@@ -262,7 +301,7 @@ def build(ctx: Context) -> None:
         has = onnx_export(ctx, voice) is not None
         return gr.update(visible=has, value=chosen_engine if has else TORCH)
 
-    def engine_text(voice, g_path, chosen_engine):
+    def engine_text(voice, g_path, chosen_engine, precision=FP32):
         if chosen_engine != ONNX_ENGINE:
             return model_text(g_path) + " Engine: PyTorch."
         folder = onnx_export(ctx, voice)
@@ -272,19 +311,22 @@ def build(ctx: Context) -> None:
             entry = load_engine(ctx, ONNX_ENGINE, voice, g_path)
         except KoeError as exc:
             return error_text(exc)
-        return f"Speaking with the ONNX export `{folder}`. Engine: onnxruntime, text read by {registry(ctx).bert_engine(entry)}."
+        reader = registry(ctx).bert_engine(entry, precision)
+        return f"Speaking with the ONNX export `{folder}`. Engine: onnxruntime, text read by {reader}."
 
     def synthesize(g_path, spk, txt, lang, sdp_ratio, noise_scale, noise_scale_w, length_scale, gap, seed_value,
-                   mode, emo_text, emo_audio, style_txt, style_w, chosen_engine=TORCH, voice=None):
+                   mode, emo_text, emo_audio, style_txt, style_w, chosen_engine=TORCH, voice=None, precision=FP32):
         if not g_path and chosen_engine != ONNX_ENGINE:
             raise gr.Error("No checkpoint: train the voice first, or load an outside model.")
         if not (txt or "").strip():
             raise gr.Error("Type some text first.")
+        precision = precision if chosen_engine == ONNX_ENGINE else FP32  # int8 is an ONNX export's choice only
         try:
             entry = load_engine(ctx, chosen_engine, voice, g_path)
-            bert = registry(ctx).bert_for(entry)  # an ONNX export's own BERT graphs when it has them
+            # an ONNX export's own BERT graphs when it has them (int8: opened on first use, kept with the voice)
+            bert = registry(ctx).bert_for(entry, precision or FP32)
             emotion = emotion_for(ctx, entry, mode, emo_text, emo_audio)
-        except KoeError as exc:
+        except (ApiError, KoeError) as exc:  # ApiError: int8 asked of an export without int8 graphs
             raise gr.Error(str(exc)) from None
         seed_arg = None if seed_value is None or int(seed_value) < 0 else int(seed_value)
         sentences = speak(entry, bert, txt, language=lang, speaker=spk, gap=gap, seed=seed_arg,
@@ -304,7 +346,10 @@ def build(ctx: Context) -> None:
             yield None, None, "Nothing to say: the text frontend produced no sentences."
             return
         source = g_path if chosen_engine != ONNX_ENGINE else str(entry.path)
-        yield gr.skip(), str(_save(ctx, source, np.concatenate(pieces), rate)), _done(pieces, rate, source, t0)
+        done = _done(pieces, rate, source, t0)
+        if chosen_engine == ONNX_ENGINE:
+            done += f" Text read by {registry(ctx).bert_engine(entry, precision)}."
+        yield gr.skip(), str(_save(ctx, source, np.concatenate(pieces), rate)), done
 
     def load_outside(voice, g, cfg, name):
         try:
@@ -320,16 +365,27 @@ def build(ctx: Context) -> None:
     # checkpoint, which Gradio refused against the new voice's choices ("not in the list of choices").
     chosen = gr.State(None)
     refresh_btn.click(refresh, [ctx.voice, checkpoint], [checkpoint, speaker])
-    refresh_btn.click(engine_update, [ctx.voice, engine], engine)
+    refresh_btn.click(engine_update, [ctx.voice, engine], engine).then(
+        lambda v, e, b: bert_precision_update(ctx, v, e, b), [ctx.voice, engine, bert_precision], bert_precision)
     ctx.voice.change(refresh, ctx.voice, [checkpoint, speaker])
-    ctx.voice.change(engine_update, ctx.voice, engine)
-    engine.change(engine_text, [ctx.voice, checkpoint, engine], model_md)
+    # The engine and precision chosen stay while the next voice offers them (a re-fired voice.change then keeps them).
+    ctx.voice.change(engine_update, [ctx.voice, engine], engine).then(
+        lambda v, e, b: bert_precision_update(ctx, v, e, b), [ctx.voice, engine, bert_precision], bert_precision)
+    engine.change(lambda v, e, b: bert_precision_update(ctx, v, e, b), [ctx.voice, engine, bert_precision],
+                  bert_precision)
+    # One queue for the model line: a slow first load answering late must not overwrite a newer choice's line.
+    engine.change(engine_text, [ctx.voice, checkpoint, engine, bert_precision], model_md,
+                  concurrency_id=MODEL_LINE)
+    bert_precision.change(engine_text, [ctx.voice, checkpoint, engine, bert_precision], model_md,
+                          concurrency_id=MODEL_LINE)
     ctx.timer.tick(watch, [ctx.voice, chosen, listed], [checkpoint, speaker, listed], show_progress="hidden",
                    trigger_mode="once")
     checkpoint.change(lambda g: (*checkpoint_update(g), g), checkpoint, [speaker, emotion_row, model_md, chosen]).then(
-        engine_text, [ctx.voice, checkpoint, engine], model_md)  # the line also names the engine
+        engine_text, [ctx.voice, checkpoint, engine, bert_precision], model_md,  # the line also names the engine
+        concurrency_id=MODEL_LINE)
     synth_btn.click(synthesize, [checkpoint, speaker, text, language, sdp, noise, noise_w, length, pause, seed,
-                                 prompt_mode, emotion_text, emotion_audio, style_text, style_weight, engine, ctx.voice],
+                                 prompt_mode, emotion_text, emotion_audio, style_text, style_weight, engine, ctx.voice,
+                                 bert_precision],
                     [stream, full, status])
     outside_btn.click(load_outside, [ctx.voice, g_file, cfg_file, outside_name], [checkpoint, speaker, status])
 
