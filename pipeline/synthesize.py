@@ -13,6 +13,9 @@ or --emotion-audio clip.wav (a reference clip whose emotion it takes); they need
 config.yml (python -m pipeline.download clap). 2.3 voices have no emotion input (the options are ignored,
 with a warning). --style-text "..." --style-weight 0.7 mixes the BERT features of a second text into the text's
 (Bert-VITS2's style text; 0 = none, 1 = only the style text's features).
+--engine onnx reads the voice's ONNX export (<voice>/onnx, or an export folder given as the voice; python -m
+pipeline.export_onnx) with onnxruntime; with an export made with --bert the text needs no torch at all, and
+--bert-precision int8 picks its int8-quantised BERT graphs (--bert --int8; faster, error in koe_bert.json).
 Exit status: 0 written, 1 failed (message on stderr), 2 usage.
 """
 
@@ -67,6 +70,10 @@ def build_parser():
     parser.add_argument("--clap-model", help="CLAP model folder for the emotion (default: clap: in config.yml)")
     parser.add_argument("--float", action="store_true", help="write 32-bit float samples (default 16-bit PCM)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: config.yml's device)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="torch (the G file) or onnx (the voice's ONNX export, onnxruntime)")
+    parser.add_argument("--bert-precision", choices=("fp32", "int8"), default="fp32",
+                        help="--engine onnx: which BERT graphs of the export read the text")
     return parser
 
 
@@ -102,7 +109,6 @@ def run(args) -> Path:
     """Load the voice, synthesize, write the file; returns the output path. Raises KoeError."""
     from settings import load_settings
     from vits.audio import join_with_pauses
-    from vits.synthesis import Voice
     from vits.text.style import check_style_weight
     from vits.voice_folder import userdict_for
 
@@ -113,6 +119,13 @@ def run(args) -> Path:
     settings = load_settings()
     settings.use_text_frontend()
     voice_dir = cli.voice_path(args.voice, must_exist=False)  # a folder, a name, or a G file
+    if args.engine == "onnx":
+        return _run_onnx(args, settings, voice_dir)
+    if args.bert_precision != "fp32":
+        raise KoeError("--bert-precision int8 picks the int8 BERT graphs of an ONNX export",
+                       fix="add --engine onnx (after python -m pipeline.export_onnx <voice> --bert --int8)")
+    from vits.synthesis import Voice
+
     device = args.device or settings.resolved_device()
     _progress(0, None, message=f"loading {voice_dir}")
     voice = Voice.load(voice_dir, device=device, config_path=args.config, checkpoint=args.checkpoint)
@@ -153,6 +166,63 @@ def run(args) -> Path:
     seconds = len(audio) / voice.sampling_rate
     took = time.monotonic() - start
     _progress(1, 1, message=f"wrote {out} ({seconds:.2f} s of audio in {took:.2f} s)", item=str(out))
+    return out
+
+
+def _run_onnx(args, settings, voice_dir: Path) -> Path:
+    """--engine onnx: the voice's ONNX export through onnxruntime (no torch import when the export has its BERT
+    graphs); text only (2.3 exports). Raises KoeError."""
+    import numpy as np
+
+    from vits.audio import join_with_pauses
+    from vits.onnx_runtime import OnnxVoice
+    from vits.voice_folder import ONNX, ONNX_METADATA, userdict_for
+
+    for flag, value in (("--checkpoint", args.checkpoint), ("--config", args.config), ("--phones", args.phones),
+                        ("--emotion-audio", args.emotion_audio), ("--emotion-text", args.emotion_text)):
+        if value:
+            raise KoeError(f"{flag} is not used with --engine onnx (the export holds its own graphs and config)",
+                           fix=f"leave {flag} out, or use --engine torch")
+    folder = voice_dir if (voice_dir / ONNX_METADATA).is_file() else voice_dir / ONNX
+    if not (folder / ONNX_METADATA).is_file():
+        raise KoeError("no complete ONNX export here", where=str(folder),
+                       fix=f"run python -m pipeline.export_onnx {voice_dir} --bert (or use --engine torch)")
+    _progress(0, None, message=f"loading {folder} (onnxruntime)")
+    voice = OnnxVoice.load(folder, bert_int8=args.bert_precision == "int8")
+    speaker = args.speaker if args.speaker is not None else voice.speakers[0]
+    if speaker not in voice.speakers and speaker.isdigit():
+        speaker = int(speaker)
+    voice.speaker_id(speaker)  # fail early on an unknown speaker
+    knobs = dict(speaker=speaker, sdp_ratio=args.sdp_ratio, noise_scale=args.noise_scale,
+                 noise_scale_w=args.noise_scale_w, length_scale=args.length_scale, seed=args.seed)
+    if voice.needs_emotion:
+        raise KoeError("this is a Bert-VITS2 2.2 (CLAP) export: its emotion prompt needs the CLAP model (torch)",
+                       where=str(folder), fix="use --engine torch for 2.2 voices")
+    start = time.monotonic()
+    bert = None
+    if voice.bert is None:  # an export without its BERT graphs: torch BERT from config.yml
+        from vits.text.bert import BertFeatures
+
+        bert = BertFeatures(dict(settings.bert), device=args.device or settings.resolved_device())
+    user_dict = None
+    if (dict_path := userdict_for(voice_dir)) is not None:
+        from vits.text import UserDict
+
+        user_dict = UserDict.load(dict_path)
+
+    def pieces():
+        for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert, user_dict=user_dict,
+                                                          style_text=args.style_text,
+                                                          style_weight=args.style_weight, **knobs)):
+            _progress(i + 1, None, item=sentence)
+            yield piece
+
+    audio = join_with_pauses(pieces(), voice.sampling_rate, args.pause)
+    out = Path(args.out)
+    write_wav_atomic(out, np.asarray(audio, np.float32), voice.sampling_rate, float32=args.float)
+    engine = "onnxruntime, " + (f"ONNX BERT ({voice.bert.kind})" if voice.bert is not None else "torch BERT")
+    _progress(1, 1, message=f"wrote {out} ({len(audio) / voice.sampling_rate:.2f} s of audio in "
+                            f"{time.monotonic() - start:.2f} s; {engine})", item=str(out))
     return out
 
 

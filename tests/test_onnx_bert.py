@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,45 @@ def test_text_to_audio_without_torch_equals_torch_bert(onnx_voice, tmp_path):
     assert np.abs(fp32 - want).max() < 1e-3
     int8 = np.load(tmp_path / "int8.npy")
     assert int8.shape[0] > 0 and np.isfinite(int8).all()
+
+
+def test_synthesize_cli_onnx_engine_runs_without_torch(onnx_voice, tmp_path):
+    """python -m pipeline.synthesize <voice> --engine onnx [--bert-precision int8]: text -> WAV with torch blocked,
+    the same audio as OnnxVoice (16-bit rounding); int8 names its BERT in the last progress line."""
+    import soundfile as sf
+
+    from vits.onnx_runtime import OnnxVoice
+
+    voice, _, _ = onnx_voice
+    settings = voice.parent / "config.yml"
+    text = "你好，世界。今天天气很好！"
+    outputs = {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.wav"
+        script = NO_TORCH + textwrap.dedent(f"""
+            from pipeline.synthesize import main
+            code = main([{str(voice)!r}, "--engine", "onnx", "--bert-precision", {precision!r}, "--text", {text!r},
+                         "--language", "ZH", "--seed", "7", "--float", "--out", {str(out)!r}])
+            print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")))
+            sys.exit(code)
+        """)
+        env = {**os.environ, "KOE_CONFIG": str(settings)}
+        run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                             env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "LOADED []" in run.stdout and f"ONNX BERT ({precision})" in run.stdout
+        outputs[precision], _rate = sf.read(out, dtype="float32")
+    want = OnnxVoice.load(voice / ONNX).synthesize(text, "ZH", seed=7)
+    assert outputs["fp32"].shape == want.shape and np.abs(outputs["fp32"] - want).max() < 1e-6
+    assert outputs["int8"].shape[0] > 0 and not np.array_equal(outputs["int8"][:len(want)], want)
+
+
+def test_synthesize_cli_refuses_int8_on_the_torch_engine(onnx_voice, capsys):
+    from pipeline.synthesize import main
+
+    voice, _, _ = onnx_voice
+    assert main([str(voice), "--bert-precision", "int8", "--text", "你好。", "--out", "x.wav"]) == 1
+    assert "--engine onnx" in capsys.readouterr().err
 
 
 def test_voice_without_bert_graphs_says_how_to_export(onnx_voice, tmp_path):
