@@ -214,8 +214,10 @@ def download_separator(settings, log: Callable[[str], None] = _quiet) -> None:
     try:
         Separator(found[0])
     except KoeError as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-usable stays behind
         raise KoeError(f"the downloaded {DEFAULT_MODEL} is not usable ({exc.problem})", where=str(found[0]),
-                       fix=f"delete {staging} and run the command again, or download it from {UVR_RELEASES}") from None
+                       fix=f"run the command again (another --endpoint mirror if it repeats), or download it from "
+                           f"{UVR_RELEASES} and put it at {target}") from None
     shutil.move(str(found[0]), target)
     shutil.rmtree(staging, ignore_errors=True)
     log(f"saved {target}")

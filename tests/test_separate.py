@@ -334,3 +334,4 @@ def test_download_of_an_unusable_file_fails_and_leaves_nothing_in_place(tmp_path
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]  # the rest: hub progress
     assert f"the downloaded {DEFAULT_MODEL} is not usable" in error and "InvalidProtobuf" in error
     assert "run the command again" in error and not model_path(tmp_path / "models").exists()
+    assert not (model_path(tmp_path / "models").parent / ".download").exists()  # the bad file is removed too
