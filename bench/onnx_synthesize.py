@@ -6,6 +6,8 @@ vits.onnx_export, and times one utterance (51 tokens = 25 phones with blanks, ab
   onnx           vits.onnx_runtime.OnnxSynthesizer (numpy + onnxruntime, no torch)
   torch+onnx dec SynthesizerTrn.infer with the decoder swapped for its ONNX graph
 using the same inputs and noise, checks that the audio agrees, and prints the ratio.
+`--per-graph` also exports the older 1-D layout and prints each graph's CPU time (all threads, median of
+--runs) for both layouts: where the ONNX path spends its time, steadier than wall time on a busy box.
 """
 
 from __future__ import annotations
@@ -32,12 +34,43 @@ def _median_time(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def _graph_cpu_ms(synth, feeds: dict, runs: int) -> dict[str, float]:
+    """Median CPU milliseconds (process time: every thread) of each graph's session on the recorded feeds."""
+    out = {}
+    for name, feed in feeds.items():
+        session = synth.sessions[name]
+        session.run(None, feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.process_time()
+            session.run(None, feed)
+            times.append(time.process_time() - t0)
+        out[name] = 1000 * statistics.median(times)
+    return out
+
+
+def _recorded_feeds(synth, run) -> dict[str, dict]:
+    """The inputs each graph got during one `run()` (OnnxSynthesizer._run wrapped while it runs)."""
+    feeds, plain_run = {}, synth._run
+
+    def recording(name, **feed):
+        feeds[name] = feed
+        return plain_run(name, **feed)
+    synth._run = recording
+    try:
+        run()
+    finally:
+        synth._run = plain_run
+    return feeds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch and onnxruntime")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=51)
     parser.add_argument("--seconds", type=float, default=3.0, help="target audio length")
+    parser.add_argument("--per-graph", action="store_true", help="CPU time per graph, 2-D vs 1-D export")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -100,6 +133,12 @@ def main(argv=None) -> int:
         diff = float(np.abs(ref - got).max()) if ref.shape == got.shape else float("inf")
         torch_s = _median_time(run_torch, args.runs)
         onnx_s = _median_time(run_onnx, args.runs)
+        per_graph = {}
+        if args.per_graph:
+            feeds = _recorded_feeds(synth, run_onnx)
+            per_graph["2d"] = _graph_cpu_ms(synth, feeds, args.runs)
+            export_onnx(model, cfg, Path(tmp) / "1d", conv_layout="1d")
+            per_graph["1d"] = _graph_cpu_ms(OnnxSynthesizer(Path(tmp) / "1d", threads=args.threads), feeds, args.runs)
         attach_onnx_decoder(model, Path(tmp) / "dec.onnx", threads=args.threads)
         hybrid_s = _median_time(run_torch, args.runs)
 
@@ -116,6 +155,10 @@ def main(argv=None) -> int:
     for name, sec in (("torch", torch_s), ("onnx", onnx_s), ("torch+onnx dec", hybrid_s)):
         print(f"{name:<16}{sec:>9.3f}{sec / audio_s:>8.3f}")
     print(f"onnxruntime / torch time ratio: {onnx_s / torch_s:.2f} (max abs audio diff {diff:.1e})")
+    if per_graph:
+        print(f"CPU ms per graph (all threads, median of {args.runs}):  " + "  ".join(
+            f"{name} 1d {per_graph['1d'][name]:.1f} / 2d {per_graph['2d'][name]:.1f}" for name in per_graph["2d"]))
+        summary["graph_cpu_ms"] = {layout: {k: round(v, 1) for k, v in ms.items()} for layout, ms in per_graph.items()}
     print("BENCH " + json.dumps(summary))
     return 0 if diff < 1e-3 else 1
 
