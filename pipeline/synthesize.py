@@ -146,11 +146,16 @@ def run(args) -> Path:
 
         bert = BertFeatures(dict(settings.bert), device=device)
         audio = _speak_text(args, voice, bert, voice_dir, knobs)
+    return _write(args, audio, voice.sampling_rate, start)
+
+
+def _write(args, audio, sampling_rate: int, start: float, engine: str = "") -> Path:
+    """Write --out and print its last progress line (`engine`: what spoke, when worth naming)."""
     out = Path(args.out)
-    write_wav_atomic(out, audio, voice.sampling_rate, float32=args.float)
-    seconds = len(audio) / voice.sampling_rate
+    write_wav_atomic(out, audio, sampling_rate, float32=args.float)
     took = time.monotonic() - start
-    _progress(1, 1, message=f"wrote {out} ({seconds:.2f} s of audio in {took:.2f} s)", item=str(out))
+    _progress(1, 1, message=f"wrote {out} ({len(audio) / sampling_rate:.2f} s of audio in {took:.2f} s"
+                            f"{'; ' + engine if engine else ''})", item=str(out))
     return out
 
 
@@ -195,15 +200,12 @@ def _run_onnx(args, settings, voice_dir: Path) -> Path:
                        fix=f"run python -m pipeline.export_onnx {voice_dir} --bert (or use --engine torch)")
     _progress(0, None, message=f"loading {folder} (onnxruntime)")
     voice = OnnxVoice.load(folder, bert_int8=args.bert_precision == "int8")
-    speaker = args.speaker if args.speaker is not None else voice.speakers[0]
-    if speaker not in voice.speakers and speaker.isdigit():
-        speaker = int(speaker)
-    voice.speaker_id(speaker)  # fail early on an unknown speaker
-    knobs = dict(speaker=speaker, sdp_ratio=args.sdp_ratio, noise_scale=args.noise_scale,
-                 noise_scale_w=args.noise_scale_w, length_scale=args.length_scale, seed=args.seed)
     if voice.needs_emotion:
         raise KoeError("this is a Bert-VITS2 2.2 (CLAP) export: its emotion prompt needs the CLAP model (torch)",
                        where=str(folder), fix="use --engine torch for 2.2 voices")
+    voice.speaker_id(args.speaker)  # fail early on an unknown speaker (None: the first; "3": id 3)
+    knobs = dict(speaker=args.speaker, sdp_ratio=args.sdp_ratio, noise_scale=args.noise_scale,
+                 noise_scale_w=args.noise_scale_w, length_scale=args.length_scale, seed=args.seed)
     start = time.monotonic()
     bert = None
     if voice.bert is None:  # an export without its BERT graphs: torch BERT from config.yml
@@ -211,12 +213,8 @@ def _run_onnx(args, settings, voice_dir: Path) -> Path:
 
         bert = BertFeatures(dict(settings.bert), device=args.device or settings.resolved_device())
     audio = _speak_text(args, voice, bert, voice_dir, knobs)
-    out = Path(args.out)
-    write_wav_atomic(out, np.asarray(audio, np.float32), voice.sampling_rate, float32=args.float)
     engine = "onnxruntime, " + (f"ONNX BERT ({voice.bert.kind})" if voice.bert is not None else "torch BERT")
-    _progress(1, 1, message=f"wrote {out} ({len(audio) / voice.sampling_rate:.2f} s of audio in "
-                            f"{time.monotonic() - start:.2f} s; {engine})", item=str(out))
-    return out
+    return _write(args, np.asarray(audio, np.float32), voice.sampling_rate, start, engine)
 
 
 def main(argv: list[str] | None = None) -> int:
